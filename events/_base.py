@@ -1,0 +1,28 @@
+"""The base classes every event payload derives from."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import msgspec
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="type"):
+    """A fact that happened. The JSON object carries its class name under "type"."""
+
+    AGGREGATE: ClassVar[str] = ""
+    # Bumped when a payload changes shape in a way a default cannot absorb; older versions
+    # are upcast on read (see events.codec).
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+
+class ListEvent(Event, frozen=True, kw_only=True):
+    """An event of the list aggregate."""
+
+    AGGREGATE: ClassVar[str] = "list"
+
+
+class TaskEvent(Event, frozen=True, kw_only=True):
+    """An event of the task aggregate (runs and worktrees belong to the task)."""
+
+    AGGREGATE: ClassVar[str] = "task"

@@ -1,0 +1,67 @@
+"""The whole event catalog as one tagged union, and lookups by name."""
+
+from __future__ import annotations
+
+from typing import Union
+
+from events._base import Event
+from events.lists import LIST_EVENTS, ListConfigured, ListCreated
+from events.tasks import (
+    TASK_EVENTS,
+    RunFinished,
+    RunProcessSpawned,
+    RunSessionOpened,
+    RunStarted,
+    SandboxCreated,
+    SubtaskAdded,
+    SubtaskCompleted,
+    SubtaskReopened,
+    TaskCancelled,
+    TaskCancelRequested,
+    TaskClaimed,
+    TaskCompleted,
+    TaskCreated,
+    TaskEdited,
+    TaskFailed,
+    TaskQueued,
+    TaskRequeued,
+    TaskStarted,
+    TaskUnqueued,
+    WorktreeCommitted,
+    WorktreeCreated,
+    WorktreeDiscarded,
+    WorktreeMerged,
+)
+
+# Spelled out for the type checker; the test suite checks it equals LIST_EVENTS + TASK_EVENTS.
+AnyEvent = Union[  # noqa: UP007 - a runtime Union object is what msgspec decodes against
+    ListCreated,
+    ListConfigured,
+    TaskCreated,
+    TaskEdited,
+    SubtaskAdded,
+    SubtaskCompleted,
+    SubtaskReopened,
+    TaskQueued,
+    TaskUnqueued,
+    TaskClaimed,
+    TaskStarted,
+    TaskRequeued,
+    TaskCompleted,
+    TaskFailed,
+    TaskCancelRequested,
+    TaskCancelled,
+    WorktreeCreated,
+    SandboxCreated,
+    WorktreeCommitted,
+    WorktreeMerged,
+    WorktreeDiscarded,
+    RunStarted,
+    RunProcessSpawned,
+    RunSessionOpened,
+    RunFinished,
+]
+
+ALL_EVENTS: tuple[type[Event], ...] = LIST_EVENTS + TASK_EVENTS
+EVENTS_BY_NAME: dict[str, type[Event]] = {cls.__name__: cls for cls in ALL_EVENTS}
+AGGREGATES: tuple[str, ...] = ("list", "task")

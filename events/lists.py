@@ -1,0 +1,40 @@
+"""Events of the list aggregate: a named board pointing at a git repository."""
+
+from __future__ import annotations
+
+from msgspec import UNSET, UnsetType
+
+from events._base import ListEvent
+
+
+class ListCreated(ListEvent, frozen=True, kw_only=True):
+    """A list was created. `dir` is the git work tree its tasks run in (None: sandbox)."""
+
+    name: str
+    dir: str | None = None
+    model: str | None = None
+    system_prompt: str | None = None
+    agent_path: str | None = None
+    permission_mode: str | None = None
+    allowed_tools: tuple[str, ...] | None = None
+    max_budget_usd: float | None = None
+    max_turns: int | None = None
+    timeout_s: float | None = None
+
+
+class ListConfigured(ListEvent, frozen=True, kw_only=True):
+    """Some settings of a list changed. Absent fields are unchanged; null clears a setting."""
+
+    name: str | UnsetType = UNSET
+    dir: str | UnsetType | None = UNSET
+    model: str | UnsetType | None = UNSET
+    system_prompt: str | UnsetType | None = UNSET
+    agent_path: str | UnsetType | None = UNSET
+    permission_mode: str | UnsetType | None = UNSET
+    allowed_tools: tuple[str, ...] | UnsetType | None = UNSET
+    max_budget_usd: float | UnsetType | None = UNSET
+    max_turns: int | UnsetType | None = UNSET
+    timeout_s: float | UnsetType | None = UNSET
+
+
+LIST_EVENTS: tuple[type[ListEvent], ...] = (ListCreated, ListConfigured)

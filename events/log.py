@@ -1,0 +1,200 @@
+"""The event log: an append-only JetStream stream, the only source of truth."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import APIError, NotFoundError
+
+from events.codec import Envelope, encode
+from events.subjects import EVENTS_ALL, aggregate_filter
+
+STREAM = "CLAUDEDO_EVENTS"
+_WRONG_LAST_SEQUENCE = 10071
+_PUBLISH_TIMEOUT_S = 5.0
+_PUBLISH_ATTEMPTS = 3
+
+
+class ConcurrencyError(Exception):
+    """The aggregate moved since it was read: someone else appended first."""
+
+    def __init__(self, guard: str, expected_seq: int, detail: str) -> None:
+        super().__init__(f"{guard} moved past sequence {expected_seq} ({detail})")
+        self.guard = guard
+        self.expected_seq = expected_seq
+
+
+class RawEvent(msgspec.Struct, frozen=True):
+    """One stored message of the log, not yet decoded."""
+
+    seq: int
+    subject: str
+    data: bytes
+
+
+def stream_config(name: str = STREAM, replicas: int = 1) -> js_api.StreamConfig:
+    """File storage, no limits, deny delete and purge: the server keeps the log append-only."""
+    return js_api.StreamConfig(
+        name=name,
+        subjects=[EVENTS_ALL],
+        storage=js_api.StorageType.FILE,
+        retention=js_api.RetentionPolicy.LIMITS,
+        discard=js_api.DiscardPolicy.NEW,
+        num_replicas=replicas,
+        duplicate_window=120.0,
+        deny_delete=True,
+        deny_purge=True,
+        allow_direct=True,
+    )
+
+
+class EventLog:
+    """Appends with idempotence and optimistic concurrency; reads from any sequence."""
+
+    def __init__(self, js: JetStreamContext, stream: str = STREAM) -> None:
+        self._js = js
+        self.stream = stream
+
+    async def ensure_stream(self, replicas: int = 1) -> None:
+        """Create the stream if missing; an existing stream is left as it is."""
+        try:
+            await self._js.stream_info(self.stream)
+        except NotFoundError:
+            await self._js.add_stream(stream_config(self.stream, replicas))
+
+    async def append(
+        self,
+        envelopes: Sequence[Envelope],
+        expected_seq: int | None,
+        guard: str | None = None,
+    ) -> list[int]:
+        """Append events in order, each only if `guard`'s last sequence is what we expect.
+
+        `guard` is a subject filter (default: the first event's aggregate); `expected_seq` is
+        its last sequence when the caller read it (0: no event yet; None: no check). Returns
+        the stream sequence of each event. Raises ConcurrencyError when the guard moved.
+        """
+        if not envelopes:
+            return []
+        if guard is None:
+            guard = aggregate_filter(envelopes[0].aggregate, envelopes[0].aggregate_id)
+        seqs: list[int] = []
+        expected = expected_seq
+        for env in envelopes:
+            seq = await self._append_one(env, expected, guard)
+            seqs.append(seq)
+            if expected is not None:
+                expected = seq
+        return seqs
+
+    async def _append_one(self, env: Envelope, expected: int | None, guard: str) -> int:
+        headers = {"Nats-Msg-Id": env.event_id}
+        if expected is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(expected)
+            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = guard
+        payload = encode(env)
+        for attempt in range(_PUBLISH_ATTEMPTS):
+            try:
+                ack = await self._js.publish(
+                    env.subject, payload, headers=headers, timeout=_PUBLISH_TIMEOUT_S
+                )
+                return int(ack.seq)
+            except APIError as exc:
+                if exc.err_code != _WRONG_LAST_SEQUENCE:
+                    raise
+                # A retried publish that was stored the first time also fails the sequence
+                # check: it is a duplicate, not a conflict, when the guard's last message is it.
+                stored = await self._last_of(guard)
+                if stored is not None and stored[1] == env.event_id:
+                    return stored[0]
+                raise ConcurrencyError(guard, expected or 0, exc.description or "") from None
+            except TimeoutError:
+                if attempt == _PUBLISH_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _last_of(self, subject_filter: str) -> tuple[int, str | None] | None:
+        try:
+            msg = await self._js.get_last_msg(self.stream, subject_filter)
+        except NotFoundError:
+            return None
+        msg_id = (msg.headers or {}).get("Nats-Msg-Id")
+        return int(msg.seq or 0), msg_id
+
+    async def last_seq(self) -> int:
+        """The stream's last sequence (0 when empty)."""
+        info = await self._js.stream_info(self.stream)
+        return int(info.state.last_seq)
+
+    async def last_seq_of(self, subject_filter: str) -> int:
+        """The last sequence among subjects matching the filter (0 when none)."""
+        last = await self._last_of(subject_filter)
+        return 0 if last is None else last[0]
+
+    async def read(self, from_seq: int = 1, max_queued: int = 50_000) -> EventReader:
+        """An ordered reader from `from_seq`; it also delivers events appended later."""
+        reader = EventReader(max_queued)
+        await reader.start(self._js, self.stream, from_seq)
+        return reader
+
+    async def read_all(self, from_seq: int = 1, until_seq: int | None = None) -> list[RawEvent]:
+        """Every event from `from_seq` up to `until_seq` (default: the last one now)."""
+        until = await self.last_seq() if until_seq is None else until_seq
+        out: list[RawEvent] = []
+        if until < from_seq:
+            return out
+        reader = await self.read(from_seq)
+        try:
+            while not out or out[-1].seq < until:
+                out.extend(await reader.next_batch(10_000, timeout_s=10.0))
+        finally:
+            await reader.close()
+        return [e for e in out if e.seq <= until]
+
+
+class EventReader:
+    """Events delivered by an ordered push consumer, handed out in batches."""
+
+    def __init__(self, max_queued: int) -> None:
+        # Bounded: when the reader's owner falls behind, the callback waits, nats-py stops
+        # answering flow control, and the server pauses delivery.
+        self._queue: asyncio.Queue[RawEvent] = asyncio.Queue(max_queued)
+        self._sub: Any = None
+
+    async def start(self, js: JetStreamContext, stream: str, from_seq: int) -> None:
+        config = js_api.ConsumerConfig(
+            deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=max(1, from_seq),
+        )
+        self._sub = await js.subscribe(
+            EVENTS_ALL, stream=stream, cb=self._on_msg, ordered_consumer=True, config=config
+        )
+
+    async def _on_msg(self, msg: Any) -> None:
+        await self._queue.put(RawEvent(msg.metadata.sequence.stream, msg.subject, msg.data))
+
+    async def next_batch(self, max_n: int, timeout_s: float | None = None) -> list[RawEvent]:
+        """Wait for at least one event (up to the timeout), then take what is there."""
+        batch: list[RawEvent] = []
+        try:
+            batch.append(await asyncio.wait_for(self._queue.get(), timeout_s))
+        except TimeoutError:
+            return batch
+        while len(batch) < max_n:
+            try:
+                batch.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        return batch
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None

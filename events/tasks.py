@@ -1,0 +1,261 @@
+"""Events of the task aggregate: the task, its sub-tasks, queueing, claims, runs, worktrees."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from events._base import TaskEvent
+
+
+class Subtask(msgspec.Struct, frozen=True, kw_only=True):
+    """A checklist item as created with its task."""
+
+    subtask_id: str
+    title: str
+
+
+# --- the task itself -------------------------------------------------------------------------
+
+
+class TaskCreated(TaskEvent, frozen=True, kw_only=True):
+    """A task was written into a list, as a draft. Agent settings here override the list's."""
+
+    # v1 carried `subtasks` as a list of titles; v2 gives each sub-task a stable id.
+    SCHEMA_VERSION: ClassVar[int] = 2
+
+    list_id: str
+    title: str
+    description: str = ""
+    subtasks: tuple[Subtask, ...] = ()
+    model: str | None = None
+    system_prompt: str | None = None
+    agent_path: str | None = None
+    permission_mode: str | None = None
+    allowed_tools: tuple[str, ...] | None = None
+    max_budget_usd: float | None = None
+    max_turns: int | None = None
+    timeout_s: float | None = None
+
+
+class TaskEdited(TaskEvent, frozen=True, kw_only=True):
+    """Some fields of a task changed. Absent fields are unchanged; null clears a setting."""
+
+    title: str | UnsetType = UNSET
+    description: str | UnsetType = UNSET
+    model: str | UnsetType | None = UNSET
+    system_prompt: str | UnsetType | None = UNSET
+    agent_path: str | UnsetType | None = UNSET
+    permission_mode: str | UnsetType | None = UNSET
+    allowed_tools: tuple[str, ...] | UnsetType | None = UNSET
+    max_budget_usd: float | UnsetType | None = UNSET
+    max_turns: int | UnsetType | None = UNSET
+    timeout_s: float | UnsetType | None = UNSET
+
+
+class SubtaskAdded(TaskEvent, frozen=True, kw_only=True):
+    """A checklist item was appended to the task."""
+
+    subtask_id: str
+    title: str
+
+
+class SubtaskCompleted(TaskEvent, frozen=True, kw_only=True):
+    """A checklist item was ticked."""
+
+    subtask_id: str
+
+
+class SubtaskReopened(TaskEvent, frozen=True, kw_only=True):
+    """A ticked checklist item was unticked."""
+
+    subtask_id: str
+
+
+# --- queueing and claims ---------------------------------------------------------------------
+
+
+class TaskQueued(TaskEvent, frozen=True, kw_only=True):
+    """The task waits for a free slot. `follow_up_prompt` is set when it continues a session."""
+
+    follow_up_prompt: str | None = None
+
+
+class TaskUnqueued(TaskEvent, frozen=True, kw_only=True):
+    """A queued task was taken back to draft before any slot claimed it."""
+
+
+class TaskClaimed(TaskEvent, frozen=True, kw_only=True):
+    """A slot of a node took the task; no other slot may run it."""
+
+    node_id: str
+    slot: int
+
+
+class TaskStarted(TaskEvent, frozen=True, kw_only=True):
+    """The claiming slot began working on the task in `workdir`."""
+
+    node_id: str
+    slot: int
+    workdir: str
+
+
+class TaskRequeued(TaskEvent, frozen=True, kw_only=True):
+    """A claimed or running task went back to the queue (its node stopped or was lost)."""
+
+    reason: str
+
+
+class TaskCompleted(TaskEvent, frozen=True, kw_only=True):
+    """The task is done; `result` is the agent's final answer."""
+
+    result: str | None = None
+
+
+class TaskFailed(TaskEvent, frozen=True, kw_only=True):
+    """The task failed. `cause` is one of the documented causes (docs/events.md)."""
+
+    error: str
+    cause: str
+
+
+class TaskCancelRequested(TaskEvent, frozen=True, kw_only=True):
+    """A user asked to cancel a claimed or running task; its slot stops the run."""
+
+    reason: str = "cancelled by user"
+
+
+class TaskCancelled(TaskEvent, frozen=True, kw_only=True):
+    """The task was cancelled; no process of it is left."""
+
+    reason: str = "cancelled by user"
+
+
+# --- working directories ---------------------------------------------------------------------
+
+
+class WorktreeCreated(TaskEvent, frozen=True, kw_only=True):
+    """A git worktree on a branch of the task's own was made from the list's HEAD."""
+
+    path: str
+    branch: str
+    base_branch: str | None
+    base_commit: str
+
+
+class SandboxCreated(TaskEvent, frozen=True, kw_only=True):
+    """The task runs in a plain folder (its list has no git dir)."""
+
+    path: str
+
+
+class WorktreeCommitted(TaskEvent, frozen=True, kw_only=True):
+    """The agent's changes of a run were committed on the task's branch."""
+
+    run_number: int
+    commit: str
+    files_changed: int
+    insertions: int
+    deletions: int
+
+
+class WorktreeMerged(TaskEvent, frozen=True, kw_only=True):
+    """The task's branch was merged into the base branch it was made from."""
+
+    into_branch: str
+    merge_commit: str
+
+
+class WorktreeDiscarded(TaskEvent, frozen=True, kw_only=True):
+    """The worktree and branch were removed; `kept_ref` still reaches the agent's commits."""
+
+    kept_ref: str | None
+    head_commit: str | None
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+class RunStarted(TaskEvent, frozen=True, kw_only=True):
+    """Run N of the task began (run 1, the automatic retry, or a continue)."""
+
+    run_number: int
+    is_retry: bool = False
+    is_continue: bool = False
+    node_id: str
+    slot: int
+    workdir: str
+    prompt: str
+    model: str | None = None
+    resume_session_id: str | None = None
+    log_path: str | None = None
+
+
+class RunProcessSpawned(TaskEvent, frozen=True, kw_only=True):
+    """The agent process of a run exists; enough to find it again after a crash."""
+
+    run_number: int
+    pid: int
+    pid_started_at: float
+    argv: tuple[str, ...]
+
+
+class RunSessionOpened(TaskEvent, frozen=True, kw_only=True):
+    """The agent announced its session (the stream-json `system`/`init` line)."""
+
+    run_number: int
+    session_id: str
+    cli_version: str | None = None
+    model: str | None = None
+    permission_mode: str | None = None
+
+
+class RunFinished(TaskEvent, frozen=True, kw_only=True):
+    """Run N ended, successfully or not, with everything the agent reported."""
+
+    run_number: int
+    success: bool
+    exit_code: int | None = None
+    cause: str | None = None
+    result: str | None = None
+    error: str | None = None
+    structured_output: Any = None
+    turn_count: int | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cache_read_tokens: int | None = None
+    cache_creation_tokens: int | None = None
+    cost_usd: float | None = None
+    duration_ms: int | None = None
+    api_error_status: int | None = None
+    line_count: int = 0
+    transcript_sha256: str | None = None
+
+
+TASK_EVENTS: tuple[type[TaskEvent], ...] = (
+    TaskCreated,
+    TaskEdited,
+    SubtaskAdded,
+    SubtaskCompleted,
+    SubtaskReopened,
+    TaskQueued,
+    TaskUnqueued,
+    TaskClaimed,
+    TaskStarted,
+    TaskRequeued,
+    TaskCompleted,
+    TaskFailed,
+    TaskCancelRequested,
+    TaskCancelled,
+    WorktreeCreated,
+    SandboxCreated,
+    WorktreeCommitted,
+    WorktreeMerged,
+    WorktreeDiscarded,
+    RunStarted,
+    RunProcessSpawned,
+    RunSessionOpened,
+    RunFinished,
+)

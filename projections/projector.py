@@ -1,0 +1,303 @@
+"""The projector: applies event batches to DuckDB, rows and checkpoint in one transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import pyarrow as pa
+
+import events as ev
+from projections.state import (
+    ListState,
+    RunState,
+    SubtaskState,
+    TaskState,
+    WorktreeState,
+    fold_list,
+    fold_task,
+)
+from projections.store import arrow_schema, checkpoint_of, open_db
+
+log = logging.getLogger("claudedo.projector")
+
+_S = TypeVar("_S", bound=msgspec.Struct)
+_CACHE_SIZE = 20_000
+_json = msgspec.json.Encoder()
+
+
+class GapError(Exception):
+    """A batch does not start right after the checkpoint: the feed must re-read from there."""
+
+    def __init__(self, checkpoint: int, got: int) -> None:
+        super().__init__(f"projection at {checkpoint} was handed sequence {got}")
+        self.checkpoint = checkpoint
+
+
+class Projection:
+    """A projection file and its single writer."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.con = open_db(self.path)
+        self.checkpoint = checkpoint_of(self.con)
+        self._schemas = {
+            t: arrow_schema(self.con, t)
+            for t in (
+                "lists",
+                "tasks",
+                "subtasks",
+                "runs",
+                "worktrees",
+                "events",
+                "skipped_messages",
+            )
+        }
+        self._lists: OrderedDict[str, ListState] = OrderedDict()
+        self._tasks: OrderedDict[str, TaskState] = OrderedDict()
+
+    def close(self) -> None:
+        self.con.execute("CHECKPOINT")
+        self.con.close()
+
+    # --- reading state back (the command side validates against it) --------------------
+
+    def task_state(self, task_id: str) -> TaskState | None:
+        return self._load_tasks([task_id]).get(task_id)
+
+    def list_state(self, list_id: str) -> ListState | None:
+        return self._load_lists([list_id]).get(list_id)
+
+    def _load_lists(self, ids: Iterable[str]) -> dict[str, ListState]:
+        found = {i: self._lists[i] for i in ids if i in self._lists}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            for row in self._rows("lists", "id", missing):
+                found[row["id"]] = msgspec.convert(row, ListState)
+        return found
+
+    def _load_tasks(self, ids: Iterable[str]) -> dict[str, TaskState]:
+        ids = list(ids)
+        found = {i: self._tasks[i] for i in ids if i in self._tasks}
+        missing = [i for i in ids if i not in found]
+        if not missing:
+            return found
+        children: dict[str, dict[str, Any]] = {i: {"subtasks": [], "runs": []} for i in missing}
+        for row in self._rows("subtasks", "task_id", missing, "position"):
+            children[row["task_id"]]["subtasks"].append(row)
+        for row in self._rows("runs", "task_id", missing, "run_number"):
+            children[row["task_id"]]["runs"].append(row)
+        for row in self._rows("worktrees", "task_id", missing):
+            children[row["task_id"]]["worktree"] = row
+        for row in self._rows("tasks", "id", missing):
+            found[row["id"]] = msgspec.convert({**row, **children[row["id"]]}, TaskState)
+        return found
+
+    def _rows(
+        self, table: str, key: str, ids: list[str], order: str | None = None
+    ) -> list[dict[str, Any]]:
+        sql = f"SELECT * FROM {table} WHERE {key} IN (SELECT unnest(?::VARCHAR[]))"
+        if order:
+            sql += f" ORDER BY {order}"
+        cur = self.con.execute(sql, [ids])
+        names = [d[0] for d in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    # --- applying a batch -----------------------------------------------------------------
+
+    def apply(self, batch: Sequence[ev.RawEvent]) -> int:
+        """Apply the events after the checkpoint; returns the new checkpoint.
+
+        Raises GapError when the first new event is not checkpoint + 1 (nothing is written).
+        """
+        fresh = [raw for raw in batch if raw.seq > self.checkpoint]
+        if not fresh:
+            return self.checkpoint
+        expected = self.checkpoint + 1
+        for raw in fresh:
+            if raw.seq != expected:
+                raise GapError(self.checkpoint, raw.seq)
+            expected += 1
+
+        decoded: list[tuple[ev.RawEvent, ev.Envelope]] = []
+        skipped: list[tuple[ev.RawEvent, str]] = []
+        for raw in fresh:
+            reason, env = _decode_checked(raw)
+            if env is None:
+                skipped.append((raw, reason))
+            else:
+                decoded.append((raw, env))
+        if decoded:
+            known = self._known_event_ids([env.event_id for _, env in decoded])
+            kept = []
+            for raw, env in decoded:
+                if env.event_id in known:
+                    skipped.append((raw, f"duplicate event id {env.event_id}"))
+                else:
+                    known.add(env.event_id)
+                    kept.append((raw, env))
+            decoded = kept
+
+        lists = self._load_lists(
+            {env.aggregate_id for _, env in decoded if env.aggregate == "list"}
+        )
+        tasks = self._load_tasks(
+            {env.aggregate_id for _, env in decoded if env.aggregate == "task"}
+        )
+        changed_lists: dict[str, ListState] = {}
+        changed_tasks: dict[str, TaskState] = {}
+        event_rows: list[tuple[ev.RawEvent, ev.Envelope, str | None]] = []
+        for raw, env in decoded:
+            try:
+                if env.aggregate == "list":
+                    lst = fold_list(lists.get(env.aggregate_id), env, raw.seq)
+                    lists[lst.id] = changed_lists[lst.id] = lst
+                    event_rows.append((raw, env, lst.id))
+                else:
+                    task = fold_task(tasks.get(env.aggregate_id), env, raw.seq)
+                    tasks[task.id] = changed_tasks[task.id] = task
+                    event_rows.append((raw, env, task.list_id))
+            except ValueError as exc:
+                skipped.append((raw, str(exc)))
+
+        new_checkpoint = fresh[-1].seq
+        for raw, reason in skipped:
+            log.warning("skipped message seq=%d subject=%s: %s", raw.seq, raw.subject, reason)
+        self._write(changed_lists, changed_tasks, event_rows, skipped, new_checkpoint)
+        self.checkpoint = new_checkpoint
+        _remember(self._lists, changed_lists)
+        _remember(self._tasks, changed_tasks)
+        return new_checkpoint
+
+    def _known_event_ids(self, ids: list[str]) -> set[str]:
+        rows = self.con.execute(
+            "SELECT event_id FROM events WHERE event_id IN (SELECT unnest(?::VARCHAR[]))", [ids]
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def _write(
+        self,
+        lists: dict[str, ListState],
+        tasks: dict[str, TaskState],
+        event_rows: list[tuple[ev.RawEvent, ev.Envelope, str | None]],
+        skipped: list[tuple[ev.RawEvent, str]],
+        checkpoint: int,
+    ) -> None:
+        con = self.con
+        con.begin()
+        try:
+            if lists:
+                self._replace("lists", "id", list(lists.values()))
+            if tasks:
+                states = list(tasks.values())
+                self._replace("tasks", "id", states)
+                ids = [t.id for t in states]
+                self._replace_children("subtasks", ids, [s for t in states for s in t.subtasks])
+                self._replace_children("runs", ids, [r for t in states for r in t.runs])
+                self._replace_children(
+                    "worktrees", ids, [t.worktree for t in states if t.worktree is not None]
+                )
+            if event_rows:
+                self._insert("events", _event_columns(event_rows))
+            if skipped:
+                now = datetime.now(UTC)
+                self._insert(
+                    "skipped_messages",
+                    {
+                        "seq": [r.seq for r, _ in skipped],
+                        "subject": [r.subject for r, _ in skipped],
+                        "reason": [reason for _, reason in skipped],
+                        "recorded_at": [now] * len(skipped),
+                    },
+                )
+            con.execute(
+                "UPDATE projection_checkpoint SET seq = ? WHERE name = 'main'", [checkpoint]
+            )
+            con.commit()
+        except BaseException:
+            con.rollback()
+            # The caches may hold states of the failed batch: forget them all.
+            self._lists.clear()
+            self._tasks.clear()
+            raise
+
+    def _replace(self, table: str, key: str, states: Sequence[msgspec.Struct]) -> None:
+        cols = self._columns(table, states)
+        arrow = pa.Table.from_pydict(cols, schema=self._schemas[table])
+        self.con.register("_batch", arrow)
+        try:
+            self.con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM _batch)")
+            self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _batch")
+        finally:
+            self.con.unregister("_batch")
+
+    def _replace_children(
+        self, table: str, task_ids: list[str], rows: Sequence[msgspec.Struct]
+    ) -> None:
+        self.con.execute(
+            f"DELETE FROM {table} WHERE task_id IN (SELECT unnest(?::VARCHAR[]))", [task_ids]
+        )
+        if rows:
+            self._insert(table, self._columns(table, rows))
+
+    def _insert(self, table: str, cols: dict[str, list[Any]]) -> None:
+        arrow = pa.Table.from_pydict(cols, schema=self._schemas[table])
+        self.con.register("_batch", arrow)
+        try:
+            self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _batch")
+        finally:
+            self.con.unregister("_batch")
+
+    def _columns(self, table: str, states: Sequence[msgspec.Struct]) -> dict[str, list[Any]]:
+        return {name: [getattr(s, name) for s in states] for name in self._schemas[table].names}
+
+
+def _decode_checked(raw: ev.RawEvent) -> tuple[str, ev.Envelope | None]:
+    parsed = ev.parse_event_subject(raw.subject)
+    if parsed is None:
+        return "not an event subject", None
+    try:
+        env = ev.decode(raw.data)
+    except ev.DecodeError as exc:
+        return str(exc), None
+    if parsed != (env.aggregate, env.aggregate_id, env.event_type):
+        return "subject does not match the event", None
+    return "", env
+
+
+def _event_columns(
+    rows: list[tuple[ev.RawEvent, ev.Envelope, str | None]],
+) -> dict[str, list[Any]]:
+    return {
+        "seq": [r.seq for r, _, _ in rows],
+        "event_id": [e.event_id for _, e, _ in rows],
+        "subject": [r.subject for r, _, _ in rows],
+        "type": [e.event_type for _, e, _ in rows],
+        "schema_version": [e.schema_version for _, e, _ in rows],
+        "aggregate": [e.aggregate for _, e, _ in rows],
+        "aggregate_id": [e.aggregate_id for _, e, _ in rows],
+        "task_id": [e.aggregate_id if e.aggregate == "task" else None for _, e, _ in rows],
+        "list_id": [lid for _, _, lid in rows],
+        "occurred_at": [e.occurred_at for _, e, _ in rows],
+        "node": [e.node_id for _, e, _ in rows],
+        "actor": [e.actor for _, e, _ in rows],
+        "correlation_id": [e.correlation_id for _, e, _ in rows],
+        "payload": [_json.encode(e.event).decode() for _, e, _ in rows],
+    }
+
+
+def _remember(cache: OrderedDict[str, _S], changed: dict[str, _S]) -> None:
+    for key, value in changed.items():
+        cache[key] = value
+        cache.move_to_end(key)
+    while len(cache) > _CACHE_SIZE:
+        cache.popitem(last=False)
+
+
+# Re-exported for type users of the child rows.
+__all__ = ["GapError", "Projection", "RunState", "SubtaskState", "TaskState", "WorktreeState"]

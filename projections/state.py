@@ -1,0 +1,509 @@
+"""One pure fold per aggregate: the state both the command side and the projector use."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final, Literal
+
+import msgspec
+from msgspec import UNSET
+from msgspec.structs import replace
+
+import events as ev
+
+TaskStatus = Literal["draft", "queued", "claimed", "running", "done", "failed", "cancelled"]
+STATUSES: Final[tuple[str, ...]] = (
+    "draft",
+    "queued",
+    "claimed",
+    "running",
+    "done",
+    "failed",
+    "cancelled",
+)
+TERMINAL: Final = frozenset({"done", "failed", "cancelled"})
+_EDITABLE: Final = frozenset({"draft", "queued", "done", "failed", "cancelled"})
+
+# Which task status each lifecycle event may follow. Commands check it before appending;
+# the fold itself applies whatever the log holds, since the log is the truth.
+ALLOWED_FROM: Final[dict[type[ev.Event], frozenset[str]]] = {
+    ev.TaskEdited: _EDITABLE,
+    ev.SubtaskAdded: _EDITABLE,
+    ev.SubtaskCompleted: _EDITABLE,
+    ev.SubtaskReopened: _EDITABLE,
+    ev.TaskQueued: frozenset({"draft", "done", "failed", "cancelled"}),
+    ev.TaskUnqueued: frozenset({"queued"}),
+    ev.TaskClaimed: frozenset({"queued"}),
+    ev.TaskStarted: frozenset({"claimed"}),
+    ev.TaskRequeued: frozenset({"claimed", "running"}),
+    ev.TaskCompleted: frozenset({"running"}),
+    ev.TaskFailed: frozenset({"queued", "claimed", "running"}),
+    ev.TaskCancelRequested: frozenset({"claimed", "running"}),
+    ev.TaskCancelled: frozenset({"draft", "queued", "claimed", "running"}),
+}
+
+
+def refusal(state: TaskState, event: ev.Event) -> str | None:
+    """Why `event` cannot follow `state`, or None when it can."""
+    allowed = ALLOWED_FROM.get(type(event))
+    if allowed is not None and state.status not in allowed:
+        return f"task {state.id[:8]} is {state.status}"
+    if isinstance(event, ev.TaskCancelRequested) and state.cancel_requested:
+        return f"task {state.id[:8]} is already being cancelled"
+    if isinstance(event, ev.SubtaskCompleted | ev.SubtaskReopened):
+        sub = next((s for s in state.subtasks if s.subtask_id == event.subtask_id), None)
+        if sub is None:
+            return f"task {state.id[:8]} has no sub-task {event.subtask_id}"
+    return None
+
+
+class ListState(msgspec.Struct, frozen=True, kw_only=True):
+    """A list as the `lists` table holds it."""
+
+    id: str
+    name: str
+    dir: str | None
+    model: str | None
+    system_prompt: str | None
+    agent_path: str | None
+    permission_mode: str | None
+    allowed_tools: tuple[str, ...] | None
+    max_budget_usd: float | None
+    max_turns: int | None
+    timeout_s: float | None
+    created_at: datetime
+    updated_at: datetime
+    last_seq: int
+
+
+class SubtaskState(msgspec.Struct, frozen=True, kw_only=True):
+    """A row of the `subtasks` table."""
+
+    task_id: str
+    subtask_id: str
+    position: int
+    title: str
+    done: bool
+
+
+class RunState(msgspec.Struct, frozen=True, kw_only=True):
+    """A row of the `runs` table."""
+
+    task_id: str
+    run_number: int
+    is_retry: bool
+    is_continue: bool
+    node_id: str
+    slot: int
+    workdir: str
+    prompt: str
+    resume_session_id: str | None
+    session_id: str | None = None
+    pid: int | None = None
+    success: bool | None = None
+    exit_code: int | None = None
+    cause: str | None = None
+    turn_count: int | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cache_read_tokens: int | None = None
+    cache_creation_tokens: int | None = None
+    cost_usd: float | None = None
+    duration_ms: int | None = None
+    api_error_status: int | None = None
+    cli_version: str | None = None
+    model: str | None = None
+    permission_mode: str | None = None
+    result: str | None = None
+    error: str | None = None
+    structured_output: str | None = None
+    log_path: str | None = None
+    line_count: int | None = None
+    transcript_sha256: str | None = None
+    started_at: datetime
+    finished_at: datetime | None = None
+
+
+class WorktreeState(msgspec.Struct, frozen=True, kw_only=True):
+    """A row of the `worktrees` table: where the task's work lives and what became of it."""
+
+    task_id: str
+    kind: str
+    path: str
+    branch: str | None
+    base_branch: str | None
+    base_commit: str | None
+    head_commit: str | None
+    status: str
+    commit_count: int
+    files_changed: int
+    insertions: int
+    deletions: int
+    merge_commit: str | None
+    kept_ref: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TaskState(msgspec.Struct, frozen=True, kw_only=True):
+    """A task with its sub-tasks, runs and worktree: the `tasks` row plus its child rows."""
+
+    id: str
+    list_id: str
+    title: str
+    description: str
+    status: str
+    model: str | None
+    system_prompt: str | None
+    agent_path: str | None
+    permission_mode: str | None
+    allowed_tools: tuple[str, ...] | None
+    max_budget_usd: float | None
+    max_turns: int | None
+    timeout_s: float | None
+    result: str | None
+    error: str | None
+    cause: str | None
+    cancel_requested: bool
+    follow_up_prompt: str | None
+    claimed_by: str | None
+    slot: int | None
+    run_count: int
+    created_at: datetime
+    updated_at: datetime
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    last_seq: int
+    subtasks: tuple[SubtaskState, ...] = ()
+    runs: tuple[RunState, ...] = ()
+    worktree: WorktreeState | None = None
+
+
+_CONFIG_FIELDS: Final = (
+    "model",
+    "system_prompt",
+    "agent_path",
+    "permission_mode",
+    "allowed_tools",
+    "max_budget_usd",
+    "max_turns",
+    "timeout_s",
+)
+
+
+def _changes(event: msgspec.Struct, names: tuple[str, ...]) -> dict[str, Any]:
+    return {n: getattr(event, n) for n in names if getattr(event, n) is not UNSET}
+
+
+def fold_list(state: ListState | None, env: ev.Envelope, seq: int) -> ListState:
+    """The list after `env` (stored at stream sequence `seq`)."""
+    e = env.event
+    at = env.occurred_at
+    if isinstance(e, ev.ListCreated):
+        return ListState(
+            id=env.aggregate_id,
+            name=e.name,
+            dir=e.dir,
+            **{n: getattr(e, n) for n in _CONFIG_FIELDS},
+            created_at=at,
+            updated_at=at,
+            last_seq=seq,
+        )
+    if state is None:
+        raise ValueError(f"{type(e).__name__} for unknown list {env.aggregate_id}")
+    if isinstance(e, ev.ListConfigured):
+        return replace(
+            state,
+            **_changes(e, ("name", "dir", *_CONFIG_FIELDS)),
+            updated_at=at,
+            last_seq=seq,
+        )
+    return replace(state, updated_at=at, last_seq=seq)
+
+
+def fold_task(state: TaskState | None, env: ev.Envelope, seq: int) -> TaskState:
+    """The task after `env` (stored at stream sequence `seq`)."""
+    e = env.event
+    at = env.occurred_at
+    if isinstance(e, ev.TaskCreated):
+        return TaskState(
+            id=env.aggregate_id,
+            list_id=e.list_id,
+            title=e.title,
+            description=e.description,
+            status="draft",
+            **{n: getattr(e, n) for n in _CONFIG_FIELDS},
+            result=None,
+            error=None,
+            cause=None,
+            cancel_requested=False,
+            follow_up_prompt=None,
+            claimed_by=None,
+            slot=None,
+            run_count=0,
+            created_at=at,
+            updated_at=at,
+            queued_at=None,
+            started_at=None,
+            finished_at=None,
+            last_seq=seq,
+            subtasks=tuple(
+                SubtaskState(
+                    task_id=env.aggregate_id,
+                    subtask_id=s.subtask_id,
+                    position=i,
+                    title=s.title,
+                    done=False,
+                )
+                for i, s in enumerate(e.subtasks)
+            ),
+        )
+    if state is None:
+        raise ValueError(f"{type(e).__name__} for unknown task {env.aggregate_id}")
+    s = replace(state, updated_at=at, last_seq=seq)
+    return _TASK_STEPS[type(e)](s, e, at)
+
+
+def _edited(s: TaskState, e: ev.TaskEdited, at: datetime) -> TaskState:
+    return replace(s, **_changes(e, ("title", "description", *_CONFIG_FIELDS)))
+
+
+def _subtask_added(s: TaskState, e: ev.SubtaskAdded, at: datetime) -> TaskState:
+    sub = SubtaskState(
+        task_id=s.id, subtask_id=e.subtask_id, position=len(s.subtasks), title=e.title, done=False
+    )
+    return replace(s, subtasks=(*s.subtasks, sub))
+
+
+def _subtask_marked(done: bool) -> Any:
+    def step(s: TaskState, e: ev.SubtaskCompleted | ev.SubtaskReopened, at: datetime) -> TaskState:
+        subs = tuple(
+            replace(x, done=done) if x.subtask_id == e.subtask_id else x for x in s.subtasks
+        )
+        return replace(s, subtasks=subs)
+
+    return step
+
+
+def _queued(s: TaskState, e: ev.TaskQueued, at: datetime) -> TaskState:
+    return replace(
+        s,
+        status="queued",
+        queued_at=at,
+        follow_up_prompt=e.follow_up_prompt,
+        cancel_requested=False,
+        claimed_by=None,
+        slot=None,
+    )
+
+
+def _unqueued(s: TaskState, e: ev.TaskUnqueued, at: datetime) -> TaskState:
+    return replace(s, status="draft", queued_at=None, follow_up_prompt=None)
+
+
+def _claimed(s: TaskState, e: ev.TaskClaimed, at: datetime) -> TaskState:
+    return replace(s, status="claimed", claimed_by=e.node_id, slot=e.slot)
+
+
+def _started(s: TaskState, e: ev.TaskStarted, at: datetime) -> TaskState:
+    return replace(
+        s,
+        status="running",
+        claimed_by=e.node_id,
+        slot=e.slot,
+        started_at=at,
+        finished_at=None,
+        result=None,
+        error=None,
+        cause=None,
+    )
+
+
+def _requeued(s: TaskState, e: ev.TaskRequeued, at: datetime) -> TaskState:
+    return replace(s, status="queued", queued_at=at, claimed_by=None, slot=None)
+
+
+def _finish(s: TaskState, at: datetime, **fields: Any) -> TaskState:
+    return replace(s, finished_at=at, claimed_by=None, slot=None, cancel_requested=False, **fields)
+
+
+def _completed(s: TaskState, e: ev.TaskCompleted, at: datetime) -> TaskState:
+    return _finish(s, at, status="done", result=e.result, error=None, cause=None)
+
+
+def _failed(s: TaskState, e: ev.TaskFailed, at: datetime) -> TaskState:
+    return _finish(s, at, status="failed", error=e.error, cause=e.cause)
+
+
+def _cancel_requested(s: TaskState, e: ev.TaskCancelRequested, at: datetime) -> TaskState:
+    return replace(s, cancel_requested=True)
+
+
+def _cancelled(s: TaskState, e: ev.TaskCancelled, at: datetime) -> TaskState:
+    return _finish(s, at, status="cancelled", error=e.reason, cause="cancelled")
+
+
+def _worktree_created(s: TaskState, e: ev.WorktreeCreated, at: datetime) -> TaskState:
+    wt = WorktreeState(
+        task_id=s.id,
+        kind="worktree",
+        path=e.path,
+        branch=e.branch,
+        base_branch=e.base_branch,
+        base_commit=e.base_commit,
+        head_commit=e.base_commit,
+        status="active",
+        commit_count=0,
+        files_changed=0,
+        insertions=0,
+        deletions=0,
+        merge_commit=None,
+        kept_ref=None,
+        created_at=at,
+        updated_at=at,
+    )
+    return replace(s, worktree=wt)
+
+
+def _sandbox_created(s: TaskState, e: ev.SandboxCreated, at: datetime) -> TaskState:
+    wt = WorktreeState(
+        task_id=s.id,
+        kind="sandbox",
+        path=e.path,
+        branch=None,
+        base_branch=None,
+        base_commit=None,
+        head_commit=None,
+        status="active",
+        commit_count=0,
+        files_changed=0,
+        insertions=0,
+        deletions=0,
+        merge_commit=None,
+        kept_ref=None,
+        created_at=at,
+        updated_at=at,
+    )
+    return replace(s, worktree=wt)
+
+
+def _with_worktree(s: TaskState, at: datetime, **fields: Any) -> TaskState:
+    if s.worktree is None:
+        return s
+    return replace(s, worktree=replace(s.worktree, updated_at=at, **fields))
+
+
+def _worktree_committed(s: TaskState, e: ev.WorktreeCommitted, at: datetime) -> TaskState:
+    wt = s.worktree
+    if wt is None:
+        return s
+    return _with_worktree(
+        s,
+        at,
+        head_commit=e.commit,
+        commit_count=wt.commit_count + 1,
+        files_changed=wt.files_changed + e.files_changed,
+        insertions=wt.insertions + e.insertions,
+        deletions=wt.deletions + e.deletions,
+    )
+
+
+def _worktree_merged(s: TaskState, e: ev.WorktreeMerged, at: datetime) -> TaskState:
+    return _with_worktree(s, at, status="merged", merge_commit=e.merge_commit)
+
+
+def _worktree_discarded(s: TaskState, e: ev.WorktreeDiscarded, at: datetime) -> TaskState:
+    return _with_worktree(s, at, status="discarded", kept_ref=e.kept_ref)
+
+
+def _run_started(s: TaskState, e: ev.RunStarted, at: datetime) -> TaskState:
+    run = RunState(
+        task_id=s.id,
+        run_number=e.run_number,
+        is_retry=e.is_retry,
+        is_continue=e.is_continue,
+        node_id=e.node_id,
+        slot=e.slot,
+        workdir=e.workdir,
+        prompt=e.prompt,
+        resume_session_id=e.resume_session_id,
+        model=e.model,
+        log_path=e.log_path,
+        started_at=at,
+    )
+    runs = tuple(r for r in s.runs if r.run_number != e.run_number) + (run,)
+    return replace(s, runs=runs, run_count=max(s.run_count, e.run_number))
+
+
+def _with_run(s: TaskState, run_number: int, **fields: Any) -> TaskState:
+    runs = tuple(replace(r, **fields) if r.run_number == run_number else r for r in s.runs)
+    return replace(s, runs=runs)
+
+
+def _run_spawned(s: TaskState, e: ev.RunProcessSpawned, at: datetime) -> TaskState:
+    return _with_run(s, e.run_number, pid=e.pid)
+
+
+def _run_session(s: TaskState, e: ev.RunSessionOpened, at: datetime) -> TaskState:
+    return _with_run(
+        s,
+        e.run_number,
+        session_id=e.session_id,
+        cli_version=e.cli_version,
+        model=e.model,
+        permission_mode=e.permission_mode,
+    )
+
+
+def _run_finished(s: TaskState, e: ev.RunFinished, at: datetime) -> TaskState:
+    structured = (
+        None if e.structured_output is None else msgspec.json.encode(e.structured_output).decode()
+    )
+    return _with_run(
+        s,
+        e.run_number,
+        success=e.success,
+        exit_code=e.exit_code,
+        cause=e.cause,
+        result=e.result,
+        error=e.error,
+        structured_output=structured,
+        turn_count=e.turn_count,
+        tokens_in=e.tokens_in,
+        tokens_out=e.tokens_out,
+        cache_read_tokens=e.cache_read_tokens,
+        cache_creation_tokens=e.cache_creation_tokens,
+        cost_usd=e.cost_usd,
+        duration_ms=e.duration_ms,
+        api_error_status=e.api_error_status,
+        line_count=e.line_count,
+        transcript_sha256=e.transcript_sha256,
+        finished_at=at,
+    )
+
+
+_TASK_STEPS: Final[dict[type[ev.Event], Any]] = {
+    ev.TaskEdited: _edited,
+    ev.SubtaskAdded: _subtask_added,
+    ev.SubtaskCompleted: _subtask_marked(True),
+    ev.SubtaskReopened: _subtask_marked(False),
+    ev.TaskQueued: _queued,
+    ev.TaskUnqueued: _unqueued,
+    ev.TaskClaimed: _claimed,
+    ev.TaskStarted: _started,
+    ev.TaskRequeued: _requeued,
+    ev.TaskCompleted: _completed,
+    ev.TaskFailed: _failed,
+    ev.TaskCancelRequested: _cancel_requested,
+    ev.TaskCancelled: _cancelled,
+    ev.WorktreeCreated: _worktree_created,
+    ev.SandboxCreated: _sandbox_created,
+    ev.WorktreeCommitted: _worktree_committed,
+    ev.WorktreeMerged: _worktree_merged,
+    ev.WorktreeDiscarded: _worktree_discarded,
+    ev.RunStarted: _run_started,
+    ev.RunProcessSpawned: _run_spawned,
+    ev.RunSessionOpened: _run_session,
+    ev.RunFinished: _run_finished,
+}

@@ -1,0 +1,54 @@
+"""Opening a projection file: schema from the SQL files, UTC, the checkpoint row."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "VARCHAR": pa.string(),
+    "JSON": pa.string(),
+    "BIGINT": pa.int64(),
+    "INTEGER": pa.int32(),
+    "DOUBLE": pa.float64(),
+    "BOOLEAN": pa.bool_(),
+    "TIMESTAMP WITH TIME ZONE": pa.timestamp("us", tz="UTC"),
+    "VARCHAR[]": pa.list_(pa.string()),
+}
+
+
+def schema_sql() -> list[str]:
+    """The schema files' text, in file name order."""
+    folder = resources.files("projections") / "sql"
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(folder / n).read_text() for n in names]
+
+
+def open_db(path: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open (creating if needed) a projection file with every table present."""
+    con = duckdb.connect(str(path), read_only=read_only)
+    con.execute("SET TimeZone = 'UTC'")
+    if not read_only:
+        for sql in schema_sql():
+            con.execute(sql)
+        if not con.execute("SELECT count(*) FROM projection_checkpoint").fetchone()[0]:  # type: ignore[index]
+            con.execute("INSERT INTO projection_checkpoint VALUES ('main', 0)")
+    return con
+
+
+def arrow_schema(con: duckdb.DuckDBPyConnection, table: str) -> pa.Schema:
+    """The Arrow schema matching a table's columns, in table order."""
+    rows = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_name = ? ORDER BY ordinal_position",
+        [table],
+    ).fetchall()
+    return pa.schema([(name, _ARROW_TYPES[dtype]) for name, dtype in rows])
+
+
+def checkpoint_of(con: duckdb.DuckDBPyConnection) -> int:
+    row = con.execute("SELECT seq FROM projection_checkpoint WHERE name = 'main'").fetchone()
+    return int(row[0]) if row else 0
