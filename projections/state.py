@@ -291,6 +291,7 @@ def _queued(s: TaskState, e: ev.TaskQueued, at: datetime) -> TaskState:
         s,
         status="queued",
         queued_at=at,
+        finished_at=None,
         follow_up_prompt=e.follow_up_prompt,
         cancel_requested=False,
         claimed_by=None,

@@ -1,0 +1,7 @@
+"""`python -m claudedo_actors` runs the CLI."""
+
+import sys
+
+from claudedo_actors.cli import main
+
+sys.exit(main())

@@ -1,0 +1,281 @@
+"""The API: NATS requests on `claudedo.api.<verb>` become validated commands or queries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+import events as ev
+from events.errors import ClaudeDoError, Conflict, Invalid
+from projections import Projection
+from projections import queries as q
+from claudedo_actors import requests as rq
+from claudedo_actors.commands import Decider, Plan, prepare
+from claudedo_actors.projector_actor import ProjectionFeed
+
+log = logging.getLogger("claudedo.api")
+
+API_QUEUE_GROUP = "claudedo-api"
+_ATTEMPTS = 8
+_REBUILD_BATCH = 10_000
+
+Handler = Callable[["Api", Any], Awaitable[Any]]
+
+
+class Api:
+    """Answers every request with `{"ok": ...}` or `{"error": {"code", "message"}}`."""
+
+    def __init__(
+        self,
+        nc: Client,
+        log_: ev.EventLog,
+        feed: ProjectionFeed,
+        node_id: str,
+        info: Callable[[], dict[str, Any]],
+        rebuild_path: Path,
+        swap: Callable[[Path], Awaitable[int]],
+    ) -> None:
+        self.nc = nc
+        self.log = log_
+        self.feed = feed
+        self.node_id = node_id
+        self._info = info
+        self._rebuild_path = rebuild_path
+        self._swap = swap
+        self._rebuild_lock = asyncio.Lock()
+        self._sub: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._sub = await self.nc.subscribe(
+            ev.api_subject(">"), queue=API_QUEUE_GROUP, cb=self._on_request
+        )
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _on_request(self, msg: Msg) -> None:
+        # One task per request: a command waiting for the projection never holds up others.
+        task = asyncio.create_task(self._handle(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, msg: Msg) -> None:
+        verb = msg.subject.removeprefix(ev.api_subject(""))
+        try:
+            route = ROUTES.get(verb)
+            if route is None:
+                raise Invalid(f"unknown API verb {verb!r}")
+            req_type, handler = route
+            try:
+                req = msgspec.json.decode(msg.data or b"{}", type=req_type)
+            except msgspec.ValidationError as exc:
+                raise Invalid(f"invalid request: {exc}") from None
+            except msgspec.DecodeError:
+                raise Invalid("invalid request: not JSON") from None
+            reply: dict[str, Any] = {"ok": await handler(self, req)}
+        except ClaudeDoError as exc:
+            reply = {"error": {"code": exc.code, "message": exc.message}}
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("request %s failed", verb)
+            reply = {"error": {"code": "internal", "message": f"internal error: {exc}"}}
+        if msg.reply:
+            await msg.respond(msgspec.json.encode(reply))
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    async def catch_up(self) -> None:
+        """Wait until the projection holds everything the log held when we asked."""
+        await self.feed.wait_for(await self.log.last_seq())
+
+    async def query(self, fn: Callable[[Projection], Any]) -> Any:
+        await self.catch_up()
+        return await self.feed.run_in_projection(fn)
+
+    async def command(self, req: rq.Request, decide: Callable[[Decider], Plan]) -> Any:
+        """Decide on the current state, append with the concurrency check, retry on conflict."""
+        req = await asyncio.get_running_loop().run_in_executor(None, prepare, req)
+        origin = ev.Origin(
+            node_id=self.node_id,
+            correlation_id=req.request_id or ev.new_event_id(),
+            actor=req.actor,
+        )
+        for _ in range(_ATTEMPTS):
+            await self.catch_up()
+            plan = await self.feed.run_in_projection(lambda p: decide(Decider(p, origin)))
+            try:
+                last = 0
+                for append in plan.appends:
+                    seqs = await self.log.append(
+                        append.envelopes, append.expected_seq, append.guard
+                    )
+                    last = max(last, seqs[-1])
+            except ev.ConcurrencyError:
+                continue
+            await self.feed.wait_for(last)
+            return await self.feed.run_in_projection(plan.reply)
+        raise Conflict("the target kept changing while the command ran; try again")
+
+    async def each_task(
+        self, req: rq.TaskIds, decide: Callable[[Decider, rq.TaskIds], Plan]
+    ) -> list[Any]:
+        """A command on several tasks: all are validated first, then each is appended."""
+        if not req.tasks:
+            raise Invalid("give at least one task id")
+        origin = ev.Origin(node_id=self.node_id, correlation_id="check", actor=req.actor)
+        await self.catch_up()
+        # Validation of the whole request first: one bad id and nothing changes.
+        await self.feed.run_in_projection(lambda p: decide(Decider(p, origin), req))
+        ids = await self.feed.run_in_projection(
+            lambda p: [q.resolve_task(p, ref).id for ref in req.tasks]
+        )
+        results = []
+        for task_id in dict.fromkeys(ids):
+            one = msgspec.structs.replace(req, tasks=[task_id])
+            results.append(await self.command(one, lambda d, one=one: decide(d, one)))
+        return results
+
+    async def rebuild(self) -> dict[str, Any]:
+        """Replay the log into a fresh file, swap it in, and catch up."""
+        async with self._rebuild_lock:
+            loop = asyncio.get_running_loop()
+            path = self._rebuild_path
+            for stale in (path, path.with_name(path.name + ".wal")):
+                stale.unlink(missing_ok=True)
+            target = await self.log.last_seq()
+            fresh = await loop.run_in_executor(None, Projection, path)
+            started = loop.time()
+            try:
+                if target:
+                    reader = await self.log.read(1)
+                    try:
+                        while fresh.checkpoint < target:
+                            batch = await reader.next_batch(_REBUILD_BATCH, timeout_s=30.0)
+                            if not batch:
+                                raise ClaudeDoError("rebuild stalled reading the log")
+                            await loop.run_in_executor(None, fresh.apply, batch)
+                    finally:
+                        await reader.close()
+            finally:
+                await loop.run_in_executor(None, fresh.close)
+            elapsed = loop.time() - started
+            checkpoint = await self._swap(path)
+            await self.catch_up()
+            return {"rebuilt_to_seq": target, "checkpoint_seq": checkpoint, "seconds": elapsed}
+
+
+# --- routes ------------------------------------------------------------------------------
+
+
+async def _list_add(api: Api, req: rq.CreateList) -> Any:
+    return await api.command(req, lambda d: d.create_list(req))
+
+
+async def _list_config(api: Api, req: rq.ConfigureList) -> Any:
+    return await api.command(req, lambda d: d.configure_list(req))
+
+
+async def _list_ls(api: Api, req: rq.ListLists) -> Any:
+    return await api.query(q.lists_all)
+
+
+async def _task_add(api: Api, req: rq.AddTask) -> Any:
+    return await api.command(req, lambda d: d.add_task(req))
+
+
+async def _task_show(api: Api, req: rq.ShowTask) -> Any:
+    return await api.query(lambda p: q.task_detail(p, q.resolve_task(p, req.task).id))
+
+
+async def _task_edit(api: Api, req: rq.EditTask) -> Any:
+    return await api.command(req, lambda d: d.edit_task(req))
+
+
+async def _task_queue(api: Api, req: rq.TaskIds) -> Any:
+    return await api.each_task(req, Decider.queue)
+
+
+async def _task_unqueue(api: Api, req: rq.TaskIds) -> Any:
+    return await api.each_task(req, Decider.unqueue)
+
+
+async def _task_cancel(api: Api, req: rq.TaskIds) -> Any:
+    return await api.each_task(req, Decider.cancel)
+
+
+async def _subtask_add(api: Api, req: rq.AddSubtasks) -> Any:
+    return await api.command(req, lambda d: d.add_subtasks(req))
+
+
+async def _subtask_done(api: Api, req: rq.MarkSubtasks) -> Any:
+    return await api.command(req, lambda d: d.mark_subtasks(req, done=True))
+
+
+async def _subtask_undo(api: Api, req: rq.MarkSubtasks) -> Any:
+    return await api.command(req, lambda d: d.mark_subtasks(req, done=False))
+
+
+async def _tasks(api: Api, req: rq.ListTasks) -> Any:
+    if req.limit is not None and req.limit < 1:
+        raise Invalid("limit must be at least 1")
+    if req.offset < 0:
+        raise Invalid("offset must not be negative")
+
+    def run(p: Projection) -> Any:
+        list_id = q.resolve_list(p, req.list_ref).id if req.list_ref is not None else None
+        return q.tasks_filtered(p, list_id, req.status, req.limit, req.offset)
+
+    return await api.query(run)
+
+
+async def _audit(api: Api, req: rq.Audit) -> Any:
+    return await api.query(lambda p: q.audit(p, q.resolve_task(p, req.task).id))
+
+
+async def _sql(api: Api, req: rq.RunSql) -> Any:
+    columns, rows = await api.query(lambda p: q.run_sql(p, req.query))
+    return {"columns": columns, "rows": rows}
+
+
+async def _rebuild(api: Api, req: rq.Rebuild) -> Any:
+    return await api.rebuild()
+
+
+async def _info(api: Api, req: rq.Info) -> Any:
+    info = api._info()
+    info["last_seq"] = await api.log.last_seq()
+    info["checkpoint_seq"] = api.feed.checkpoint
+    return info
+
+
+ROUTES: dict[str, tuple[type[Any], Handler]] = {
+    "list.add": (rq.CreateList, _list_add),
+    "list.config": (rq.ConfigureList, _list_config),
+    "list.ls": (rq.ListLists, _list_ls),
+    "task.add": (rq.AddTask, _task_add),
+    "task.show": (rq.ShowTask, _task_show),
+    "task.edit": (rq.EditTask, _task_edit),
+    "task.queue": (rq.TaskIds, _task_queue),
+    "task.unqueue": (rq.TaskIds, _task_unqueue),
+    "task.cancel": (rq.TaskIds, _task_cancel),
+    "task.subtask.add": (rq.AddSubtasks, _subtask_add),
+    "task.subtask.done": (rq.MarkSubtasks, _subtask_done),
+    "task.subtask.undo": (rq.MarkSubtasks, _subtask_undo),
+    "tasks": (rq.ListTasks, _tasks),
+    "audit": (rq.Audit, _audit),
+    "sql": (rq.RunSql, _sql),
+    "projections.rebuild": (rq.Rebuild, _rebuild),
+    "info": (rq.Info, _info),
+}

@@ -1,0 +1,57 @@
+"""The NATS bridge: one thread owns the asyncio loop and the connection; others call in."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import nats
+from nats.aio.client import Client
+
+from events.log import EventLog
+
+T = TypeVar("T")
+
+
+class NatsBridge:
+    """Runs the event loop in a thread; `call` runs a coroutine there and waits for it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="nats-bridge", daemon=True)
+        self.nc: Client | None = None
+        self.log: EventLog | None = None
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def start(self, url: str, name: str) -> None:
+        self._thread.start()
+        self.call(self._connect(url, name))
+
+    async def _connect(self, url: str, name: str) -> None:
+        self.nc = await nats.connect(
+            url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5
+        )
+        self.log = EventLog(self.nc.jetstream())
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
+        """Run `coro` on the loop and wait for its result (from any thread but the loop's)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            if self.nc is not None:
+                try:
+                    self.call(self.nc.drain(), timeout_s=5)
+                except Exception:  # noqa: BLE001 - closing a connection that may be gone
+                    pass
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(5)

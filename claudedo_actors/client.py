@@ -1,0 +1,87 @@
+"""The client side of the API: find the node of a home, send one request, read the reply."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from claudedo_actors.home import Home, NodeAddress
+from events.errors import ClaudeDoError, Unavailable
+
+
+def default_actor() -> str:
+    """Who asks: the OS user and host of the CLI."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        user = str(os.getuid())
+    return f"user:{user}@{socket.gethostname()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class NodeClient:
+    """Requests to the node that runs on a home folder."""
+
+    def __init__(self, home: Path, timeout_s: float = 60.0) -> None:
+        self.home = Home(home)
+        address = NodeAddress.read(self.home)
+        if address is None or not _alive(address.pid):
+            raise Unavailable(
+                f"no node running for home {self.home.root} (start one with: claudedo up)"
+            )
+        self.address = address
+        self.timeout_s = timeout_s
+
+    def request(self, verb: str, payload: dict[str, Any]) -> Any:
+        body = {"actor": default_actor(), **payload}
+        reply = asyncio.run(self._request(f"claudedo.api.{verb}", msgspec.json.encode(body)))
+        decoded = msgspec.json.decode(reply)
+        if "error" in decoded:
+            err = decoded["error"]
+            raise ClaudeDoError(str(err.get("message")), code=str(err.get("code", "error")))
+        return decoded["ok"]
+
+    async def _request(self, subject: str, data: bytes) -> bytes:
+        import nats
+        from nats.errors import NoRespondersError, NoServersError
+        from nats.errors import TimeoutError as NatsTimeout
+
+        url = self.address.nats_url
+        try:
+            nc = await nats.connect(
+                url,
+                connect_timeout=3,
+                allow_reconnect=False,
+                max_reconnect_attempts=0,
+                error_cb=_ignore,
+            )
+        except (NoServersError, OSError, asyncio.TimeoutError):
+            raise Unavailable(f"cannot reach the node's NATS server at {url}") from None
+        try:
+            msg = await nc.request(subject, data, timeout=self.timeout_s)
+            return bytes(msg.data)
+        except NoRespondersError:
+            raise Unavailable(f"no node answers on {url} (is it starting or stopping?)") from None
+        except NatsTimeout:
+            raise Unavailable(f"the node did not answer within {self.timeout_s:.0f}s") from None
+        finally:
+            await nc.close()
+
+
+async def _ignore(exc: Exception) -> None:
+    """Connection errors surface as the request's own one-line error."""

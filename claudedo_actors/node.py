@@ -1,0 +1,194 @@
+"""The node: embedded NATS (or a given server), supervisor, projector, feed and API."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import pykka
+
+from events.errors import ClaudeDoError
+from events.log import STREAM
+from claudedo_actors.api import Api
+from claudedo_actors.bridge import NatsBridge
+from claudedo_actors.home import Home, NodeAddress
+from claudedo_actors.natsserver import EmbeddedNats
+from claudedo_actors.projector_actor import ProjectionFeed, ProjectorActor
+from claudedo_actors.supervisor import Supervisor
+
+log = logging.getLogger("claudedo.node")
+
+
+class NodeLock:
+    """An exclusive lock on the home folder; the kernel drops it when the process dies."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.home.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.home.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ClaudeDoError(
+                f"a node is already running on home {self.home.root} (pid {holder})",
+                code="node_running",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class Node:
+    """One ClaudeDo node. `run` blocks until SIGINT/SIGTERM (or `request_stop`)."""
+
+    def __init__(self, home: Path, nats_url: str | None = None, slots: int = 2) -> None:
+        if slots < 1:
+            raise ClaudeDoError("--slots must be at least 1", code="invalid")
+        self.home = Home(home)
+        self.nats_url = nats_url
+        self.slots = slots
+        self.node_id = ""
+        self._stop = threading.Event()
+        self._stop_reason = ""
+        self._lock = NodeLock(self.home)
+        self._nats: EmbeddedNats | None = None
+        self._bridge: NatsBridge | None = None
+        self._supervisor: pykka.ActorRef[Any] | None = None
+        self._projector: pykka.ActorRef[Any] | None = None
+        self._feed: ProjectionFeed | None = None
+        self._api: Api | None = None
+
+    def request_stop(self, reason: str = "") -> None:
+        self._stop_reason = reason
+        self._stop.set()
+
+    def run(self) -> int:
+        """Start, serve until told to stop, stop cleanly. Returns the exit code."""
+        previous = {
+            s: signal.signal(s, lambda *_: self.request_stop()) for s in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            self.start()
+            self._stop.wait()
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if self._stop_reason:
+            log.error("node stopped: %s", self._stop_reason)
+            return 1
+        return 0
+
+    def start(self) -> None:
+        self._lock.acquire()
+        self.node_id = self.home.node_id()
+        url = self.nats_url
+        if url is None:
+            self._nats = EmbeddedNats(self.home.nats_dir, self.home.nats_pid_file, self.node_id)
+            url = self._nats.start()
+            log.info("embedded nats-server on %s (store %s)", url, self.home.nats_dir)
+        self.nats_url = url
+        bridge = self._bridge = NatsBridge()
+        try:
+            bridge.start(url, name=f"claudedo-node-{self.node_id}")
+        except Exception as exc:
+            raise ClaudeDoError(f"cannot connect to NATS at {url}: {exc}", code="no_nats") from None
+        assert bridge.log is not None and bridge.nc is not None
+        bridge.call(bridge.log.ensure_stream())
+
+        self._supervisor = Supervisor.start(on_give_up=self.request_stop)
+        supervisor = self._supervisor.proxy()
+        self._projector = supervisor.start_child(
+            "projector", lambda: ProjectorActor.start(self.home.projection_file)
+        ).get()
+        self._feed = ProjectionFeed(bridge.log, self._projector_proxy, self._projector_failed)
+        bridge.call(self._feed.start())
+        self._api = Api(
+            bridge.nc,
+            bridge.log,
+            self._feed,
+            self.node_id,
+            self.info,
+            self.home.root / "projection.rebuild.duckdb",
+            self._swap,
+        )
+        bridge.call(self._api.start())
+        NodeAddress(self.node_id, url, os.getpid()).write(self.home)
+        log.info(
+            "node %s ready: home %s, nats %s, slots %d, projection at %d",
+            self.node_id,
+            self.home.root,
+            url,
+            self.slots,
+            self._feed.checkpoint,
+        )
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "nats_url": self.nats_url,
+            "stream": STREAM,
+            "slots": self.slots,
+            "home": str(self.home.root),
+        }
+
+    def _projector_proxy(self) -> Any:
+        assert self._projector is not None
+        return self._projector.proxy()
+
+    def _projector_failed(self, reason: str) -> None:
+        assert self._supervisor is not None
+        ref = self._supervisor.proxy().child_failed("projector", reason).get()
+        if ref is not None:
+            self._projector = ref
+
+    async def _swap(self, path: Path) -> int:
+        assert self._feed is not None
+        loop = asyncio.get_running_loop()
+        checkpoint: int = await loop.run_in_executor(
+            None, lambda: self._projector_proxy().swap(path).get()
+        )
+        await self._feed.resync()
+        return checkpoint
+
+    def stop(self) -> None:
+        bridge = self._bridge
+        if bridge is not None:
+            if self._api is not None:
+                _quietly(lambda: bridge.call(self._api.stop(), timeout_s=5))  # type: ignore[union-attr]
+            if self._feed is not None:
+                _quietly(lambda: bridge.call(self._feed.stop(), timeout_s=5))  # type: ignore[union-attr]
+        if self._supervisor is not None:
+            _quietly(lambda: self._supervisor.stop(block=True, timeout=30))  # type: ignore[union-attr]
+        if bridge is not None:
+            _quietly(bridge.stop)
+        if self._nats is not None:
+            _quietly(self._nats.stop)
+        if self.node_id:
+            self.home.node_file.unlink(missing_ok=True)
+        self._lock.release()
+        log.info("node %s stopped", self.node_id or "(not started)")
+
+
+def _quietly(fn: Any) -> None:
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - shutdown goes on whatever one part says
+        log.exception("while stopping")

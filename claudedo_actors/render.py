@@ -1,0 +1,110 @@
+"""Human output of the CLI: readable tables (rich)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+_console = Console(highlight=False, soft_wrap=False)
+
+
+def _short(value: Any, width: int = 60) -> str:
+    if value is None:
+        return ""
+    text = " ".join(str(value).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _time(value: str | None) -> str:
+    return "" if not value else value[:19].replace("T", " ")
+
+
+def info(data: dict[str, Any]) -> None:
+    table = Table(show_header=False, box=None)
+    for key in ("node_id", "nats_url", "stream", "last_seq", "checkpoint_seq", "slots", "home"):
+        table.add_row(key, str(data.get(key, "")))
+    _console.print(table)
+
+
+def lists(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        _console.print("no lists yet (add one: claudedo list add NAME --dir REPO)")
+        return
+    table = Table("id", "name", "dir", "model", "tasks")
+    for r in rows:
+        table.add_row(r["id"][:8], r["name"], r["dir"] or "(sandbox)", r["model"] or "",
+                      str(r.get("task_count", "")))  # fmt: skip
+    _console.print(table)
+
+
+def list_one(row: dict[str, Any]) -> None:
+    _console.print(f"list {row['id'][:8]} [bold]{row['name']}[/bold]  ({row['id']})")
+    for key in ("dir", "model", "system_prompt", "agent_path", "permission_mode",
+                "allowed_tools", "max_budget_usd", "max_turns", "timeout_s"):  # fmt: skip
+        if row.get(key) is not None:
+            _console.print(f"  {key}: {_short(row[key], 100)}")
+
+
+def tasks(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        _console.print("no tasks")
+        return
+    table = Table("id", "status", "title", "list", "created", "finished")
+    for r in rows:
+        table.add_row(r["id"][:8], r["status"], _short(r["title"], 50), r["list_id"][:8],
+                      _time(r["created_at"]), _time(r["finished_at"]))  # fmt: skip
+    _console.print(table)
+    _console.print(f"{len(rows)} task{'s' if len(rows) != 1 else ''}")
+
+
+def task_one(task: dict[str, Any] | list[dict[str, Any]]) -> None:
+    if isinstance(task, list):
+        tasks(task)
+        return
+    _console.print(f"task {task['id'][:8]} [bold]{task['title']}[/bold]  ({task['id']})")
+    _console.print(f"  status: {task['status']}   list: {task['list_id'][:8]}")
+    if task.get("description"):
+        _console.print(f"  description: {_short(task['description'], 200)}")
+    for key in ("model", "system_prompt", "agent_path", "permission_mode", "allowed_tools",
+                "max_budget_usd", "max_turns", "timeout_s", "result", "error", "cause"):  # fmt: skip
+        if task.get(key) is not None:
+            _console.print(f"  {key}: {_short(task[key], 200)}")
+    _console.print(f"  created: {_time(task['created_at'])}   started: "
+                   f"{_time(task['started_at'])}   finished: {_time(task['finished_at'])}")  # fmt: skip
+    for sub in task.get("subtasks") or []:
+        mark = "x" if sub["done"] else " "
+        _console.print(f"  {sub['position'] + 1}. [{mark}] {sub['title']}", markup=False)
+    for run in task.get("runs") or []:
+        _console.print(f"  run {run['run_number']}: {run.get('cause') or ''} "
+                       f"cost {run.get('cost_usd')}", markup=False)  # fmt: skip
+
+
+def audit(rows: list[dict[str, Any]]) -> None:
+    table = Table("seq", "time", "type", "node", "actor", "fields")
+    for r in rows:
+        fields = ", ".join(
+            f"{k}={_short(json.dumps(v) if not isinstance(v, str) else v, 40)}"
+            for k, v in r["payload"].items()
+        )
+        table.add_row(str(r["seq"]), _time(r["occurred_at"]), r["type"], r["node"], r["actor"],
+                      _short(fields, 80))  # fmt: skip
+    _console.print(table)
+
+
+def sql(result: dict[str, Any]) -> None:
+    table = Table(*result["columns"])
+    for row in result["rows"]:
+        table.add_row(*("NULL" if v is None else _short(v, 60) for v in row))
+    _console.print(table)
+    n = len(result["rows"])
+    _console.print(f"{n} row{'s' if n != 1 else ''}")
+
+
+def rebuild(data: dict[str, Any]) -> None:
+    _console.print(
+        f"rebuilt the projection from {data['rebuilt_to_seq']} events in "
+        f"{data['seconds']:.2f}s; checkpoint now {data['checkpoint_seq']}"
+    )

@@ -1,0 +1,113 @@
+"""API requests: one struct per verb on `claudedo.api.<verb>`, validated on decode."""
+
+from __future__ import annotations
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+
+class Request(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Common to every request: who asks, and an optional id to correlate the events."""
+
+    actor: str = "unknown"
+    request_id: str | None = None
+
+
+class AgentSettings(Request, kw_only=True, forbid_unknown_fields=True):
+    """Agent settings a list or a task can carry (task > list > default)."""
+
+    model: str | None = None
+    system_prompt: str | None = None
+    agent_path: str | None = None
+    permission_mode: str | None = None
+    allowed_tools: list[str] | None = None
+    max_budget_usd: float | None = None
+    max_turns: int | None = None
+    timeout_s: float | None = None
+
+
+class AgentSettingsChange(Request, kw_only=True, forbid_unknown_fields=True):
+    """A change of agent settings: absent fields stay, null clears."""
+
+    model: str | None | UnsetType = UNSET
+    system_prompt: str | None | UnsetType = UNSET
+    agent_path: str | None | UnsetType = UNSET
+    permission_mode: str | None | UnsetType = UNSET
+    allowed_tools: list[str] | None | UnsetType = UNSET
+    max_budget_usd: float | None | UnsetType = UNSET
+    max_turns: int | None | UnsetType = UNSET
+    timeout_s: float | None | UnsetType = UNSET
+
+
+class CreateList(AgentSettings, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    dir: str | None = None
+
+
+class ConfigureList(AgentSettingsChange, kw_only=True, forbid_unknown_fields=True):
+    list_ref: str = msgspec.field(name="list")
+    name: str | UnsetType = UNSET
+    dir: str | None | UnsetType = UNSET
+
+
+class ListLists(Request, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class AddTask(AgentSettings, kw_only=True, forbid_unknown_fields=True):
+    list_ref: str = msgspec.field(name="list")
+    title: str
+    description: str = ""
+    subtasks: list[str] = []
+    queue: bool = False
+
+
+class ShowTask(Request, kw_only=True, forbid_unknown_fields=True):
+    task: str
+
+
+class EditTask(AgentSettingsChange, kw_only=True, forbid_unknown_fields=True):
+    task: str
+    title: str | UnsetType = UNSET
+    description: str | UnsetType = UNSET
+
+
+class TaskIds(Request, kw_only=True, forbid_unknown_fields=True):
+    """Several tasks at once (queue, unqueue, cancel)."""
+
+    tasks: list[str]
+
+
+class AddSubtasks(Request, kw_only=True, forbid_unknown_fields=True):
+    task: str
+    titles: list[str]
+
+
+class MarkSubtasks(Request, kw_only=True, forbid_unknown_fields=True):
+    """Sub-tasks by 1-based position or id prefix."""
+
+    task: str
+    subtasks: list[str]
+
+
+class ListTasks(Request, kw_only=True, forbid_unknown_fields=True):
+    list_ref: str | None = msgspec.field(name="list", default=None)
+    status: str | None = None
+    limit: int | None = None
+    offset: int = 0
+
+
+class Audit(Request, kw_only=True, forbid_unknown_fields=True):
+    task: str
+
+
+class RunSql(Request, kw_only=True, forbid_unknown_fields=True):
+    query: str
+
+
+class Rebuild(Request, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class Info(Request, kw_only=True, forbid_unknown_fields=True):
+    pass

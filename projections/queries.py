@@ -1,0 +1,213 @@
+"""Queries over the projection: lookups by id, prefix or name, filtered listings, audit, SQL."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import duckdb
+import msgspec
+
+from events.errors import Ambiguous, Invalid, NotFound
+from projections.projector import Projection
+from projections.state import STATUSES, ListState, TaskState
+
+TASK_COLUMNS = (
+    "id, list_id, title, description, status, model, system_prompt, agent_path, "
+    "permission_mode, allowed_tools, max_budget_usd, max_turns, timeout_s, result, error, cause, "
+    "cancel_requested, claimed_by, slot, run_count, created_at, updated_at, queued_at, "
+    "started_at, finished_at"
+)
+
+
+def jsonable(value: Any) -> Any:
+    """A value as JSON has it; timestamps are ISO 8601 with an explicit offset."""
+    if isinstance(value, datetime):
+        return value.isoformat() if value.tzinfo else value.isoformat() + "+00:00"
+    if isinstance(value, date | time):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description or ()]
+    return [{n: jsonable(v) for n, v in zip(names, row, strict=True)} for row in cur.fetchall()]
+
+
+def resolve_list(p: Projection, ref: str) -> ListState:
+    """A list by exact id, exact name, or unique id prefix."""
+    ref = ref.strip()
+    if not ref:
+        raise Invalid("list reference is empty")
+    rows = p.con.execute(
+        "SELECT id, name FROM lists WHERE id = $r OR name = $r OR starts_with(id, lower($r))",
+        {"r": ref},
+    ).fetchall()
+    exact = [r for r in rows if ref in (r[0], r[1])]
+    chosen = exact if exact else rows
+    if not chosen:
+        raise NotFound(f"list {ref} not found")
+    if len(chosen) > 1:
+        raise Ambiguous(f"list {ref} is ambiguous: {len(chosen)} lists match")
+    state = p.list_state(chosen[0][0])
+    assert state is not None
+    return state
+
+
+def resolve_task(p: Projection, ref: str) -> TaskState:
+    """A task by exact id or unique id prefix (like git)."""
+    ref = ref.strip().lower()
+    if not ref:
+        raise Invalid("task id is empty")
+    rows = p.con.execute(
+        "SELECT id FROM tasks WHERE starts_with(id, $r) LIMIT 2", {"r": ref}
+    ).fetchall()
+    if not rows:
+        raise NotFound(f"task {ref} not found")
+    if len(rows) > 1:
+        raise Ambiguous(f"task id prefix {ref} is ambiguous: give more characters")
+    state = p.task_state(rows[0][0])
+    assert state is not None
+    return state
+
+
+def lists_all(p: Projection) -> list[dict[str, Any]]:
+    return _dicts(
+        p.con.execute(
+            "SELECT l.id, l.name, l.dir, l.model, l.system_prompt, l.agent_path, "
+            "l.permission_mode, l.allowed_tools, l.max_budget_usd, l.max_turns, l.timeout_s, "
+            "l.created_at, l.updated_at, count(t.id) AS task_count "
+            "FROM lists l LEFT JOIN tasks t ON t.list_id = l.id "
+            "GROUP BY ALL ORDER BY l.created_at, l.id"
+        )
+    )
+
+
+def list_row(p: Projection, list_id: str) -> dict[str, Any]:
+    rows = [r for r in lists_all(p) if r["id"] == list_id]
+    if not rows:
+        raise NotFound(f"list {list_id} not found")
+    return rows[0]
+
+
+def lists_last_seq(p: Projection) -> int:
+    """The last sequence of any list event: the guard of name-unique list commands."""
+    row = p.con.execute("SELECT coalesce(max(last_seq), 0) FROM lists").fetchone()
+    return int(row[0]) if row else 0
+
+
+def tasks_filtered(
+    p: Projection,
+    list_id: str | None = None,
+    status: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Tasks of one list and/or one status, oldest first; all of them unless `limit`."""
+    if status is not None and status not in STATUSES:
+        raise Invalid(f"unknown status {status!r} (one of: {', '.join(STATUSES)})")
+    sql = (
+        f"SELECT {TASK_COLUMNS} FROM tasks "
+        "WHERE ($list IS NULL OR list_id = $list) AND ($status IS NULL OR status = $status) "
+        "ORDER BY created_at, id"
+    )
+    params: dict[str, Any] = {"list": list_id, "status": status}
+    if limit is not None:
+        sql += " LIMIT $limit OFFSET $offset"
+        params.update(limit=limit, offset=offset)
+    elif offset:
+        sql += " OFFSET $offset"
+        params["offset"] = offset
+    return _dicts(p.con.execute(sql, params))
+
+
+def task_detail(p: Projection, task_id: str) -> dict[str, Any]:
+    """The task row with its sub-tasks, runs and worktree."""
+    rows = _dicts(p.con.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", [task_id]))
+    if not rows:
+        raise NotFound(f"task {task_id} not found")
+    task = rows[0]
+    task["subtasks"] = _dicts(
+        p.con.execute(
+            "SELECT subtask_id, position, title, done FROM subtasks WHERE task_id = ? "
+            "ORDER BY position",
+            [task_id],
+        )
+    )
+    task["runs"] = _dicts(
+        p.con.execute(
+            "SELECT * EXCLUDE (task_id) FROM runs WHERE task_id = ? ORDER BY run_number", [task_id]
+        )
+    )
+    worktrees = _dicts(
+        p.con.execute("SELECT * EXCLUDE (task_id) FROM worktrees WHERE task_id = ?", [task_id])
+    )
+    task["worktree"] = worktrees[0] if worktrees else None
+    return task
+
+
+def audit(p: Projection, task_id: str) -> list[dict[str, Any]]:
+    """Every event of the task in log order."""
+    rows = _dicts(
+        p.con.execute(
+            "SELECT seq, occurred_at, type, node, actor, correlation_id, event_id, payload "
+            "FROM events WHERE task_id = ? ORDER BY seq",
+            [task_id],
+        )
+    )
+    for row in rows:
+        payload = msgspec.json.decode(row["payload"])
+        payload.pop("type", None)
+        row["payload"] = payload
+    return rows
+
+
+_READ_ONLY = frozenset({"SELECT", "EXPLAIN"})
+
+
+def run_sql(p: Projection, query: str) -> tuple[list[str], list[list[Any]]]:
+    """Run one read-only statement; anything that could write is refused before it runs."""
+    try:
+        statements = p.con.extract_statements(query)
+    except duckdb.Error as exc:
+        raise Invalid(f"SQL error: {_one_line(exc)}") from None
+    if len(statements) != 1:
+        raise Invalid(f"give exactly one SQL statement (got {len(statements)})")
+    kind = statements[0].type.name
+    if kind not in _READ_ONLY:
+        raise Invalid(f"only read-only queries are allowed (this is {kind})")
+    cur = p.con.cursor()
+    try:
+        cur.execute("SET enable_external_access = false")
+        cur.execute("BEGIN TRANSACTION READ ONLY")
+        cur.execute(query)
+        names = [d[0] for d in cur.description or ()]
+        rows = [[jsonable(v) for v in row] for row in cur.fetchall()]
+        return names, rows
+    except duckdb.Error as exc:
+        raise Invalid(f"SQL error: {_one_line(exc)}") from None
+    finally:
+        try:
+            cur.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+        cur.close()
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300]
