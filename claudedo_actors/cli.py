@@ -5,135 +5,112 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+import click
 
 from events.errors import ClaudeDoError
 
-app = typer.Typer(
-    name="claudedo",
-    help="A to-do board whose tasks are done by the Claude Code CLI.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+# Kept import-light (no typer/pydantic, no nats until a request is sent): every command is a
+# new process, and its start-up is most of a round trip.
+
+_HOME_HELP = "The node's home folder (default: $CLAUDEDO_HOME, else a per-user data folder)."
+
+home_option = click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="CLAUDEDO_HOME",
+    help=_HOME_HELP,
 )
-list_app = typer.Typer(help="Lists: boards that point at a git repository.", no_args_is_help=True)
-task_app = typer.Typer(help="Tasks: add, show, edit, queue, cancel.", no_args_is_help=True)
-subtask_app = typer.Typer(help="Sub-tasks: a task's checklist.", no_args_is_help=True)
-projections_app = typer.Typer(help="The DuckDB projections.", no_args_is_help=True)
-app.add_typer(list_app, name="list")
-app.add_typer(task_app, name="task")
-task_app.add_typer(subtask_app, name="subtask")
-app.add_typer(projections_app, name="projections")
-
-HomeOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--home",
-        envvar="CLAUDEDO_HOME",
-        help="The node's home folder (default: a per-user data folder).",
-        show_default=False,
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="Claude model for the agent.")]
-PromptOpt = Annotated[
-    str | None, typer.Option("--system-prompt", help="Appended to the agent's system prompt.")
-]
-AgentOpt = Annotated[
-    str | None, typer.Option("--agent", help="Agent definition file (Markdown, front matter).")
-]
-PermOpt = Annotated[
-    str | None,
-    typer.Option("--permission-mode", help="Claude Code permission mode for the agent."),
-]
-ToolsOpt = Annotated[
-    list[str] | None,
-    typer.Option("--allowed-tool", help="A tool the agent may use unasked (repeatable)."),
-]
-BudgetOpt = Annotated[
-    float | None, typer.Option("--max-budget-usd", help="Cost limit of a run in USD.")
-]
-TurnsOpt = Annotated[int | None, typer.Option("--max-turns", help="Turn limit of a run.")]
-TimeoutOpt = Annotated[
-    float | None, typer.Option("--timeout", help="Wall-clock limit of a run in seconds.")
-]
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, not a table.")
 
 
-def _client(home: Path | None) -> Any:
-    from claudedo_actors.client import NodeClient
-    from claudedo_actors.home import resolve_home
+def agent_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options for the agent settings a list or a task carries (task > list > default)."""
+    options = [
+        click.option("--model", help="Claude model for the agent."),
+        click.option("--system-prompt", help="Appended to the agent's system prompt."),
+        click.option("--agent", help="Agent definition file (Markdown with front matter)."),
+        click.option("--permission-mode", help="Claude Code permission mode for the agent."),
+        click.option(
+            "--allowed-tool", "allowed_tools", multiple=True, help="Tool allowed unasked (repeat)."
+        ),
+        click.option("--max-budget-usd", type=float, help="Cost limit of a run, in USD."),
+        click.option("--max-turns", type=int, help="Turn limit of a run."),
+        click.option("--timeout", type=float, help="Wall-clock limit of a run, in seconds."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
 
-    return NodeClient(resolve_home(home))
 
-
-def _call(home: Path | None, verb: str, **payload: Any) -> Any:
-    """A request with the options that were given (None: not given)."""
-    return _client(home).request(verb, {k: v for k, v in payload.items() if v is not None})
-
-
-def _abspath(path: str | None) -> str | None:
-    if path is None:
-        return None
-    return os.path.abspath(os.path.expanduser(path))
-
-
-def _settings(
-    model: str | None,
-    system_prompt: str | None,
-    agent: str | None,
-    permission_mode: str | None,
-    allowed_tools: list[str] | None,
-    max_budget_usd: float | None,
-    max_turns: int | None,
-    timeout: float | None,
-    clearable: bool = False,
-) -> dict[str, Any]:
-    """Agent settings for a request. For changes, an empty string clears a setting."""
-    values: dict[str, Any] = {
-        "model": model,
-        "system_prompt": system_prompt,
-        "agent_path": agent if agent == "" else _abspath(agent),
-        "permission_mode": permission_mode,
-        "allowed_tools": allowed_tools or None,
-        "max_budget_usd": max_budget_usd,
-        "max_turns": max_turns,
-        "timeout_s": timeout,
+def _settings(opts: dict[str, Any], clearable: bool = False) -> dict[str, Any]:
+    """The agent settings given on the command line. In a change, '' clears a setting."""
+    values = {
+        "model": opts.pop("model"),
+        "system_prompt": opts.pop("system_prompt"),
+        "agent_path": opts.pop("agent"),
+        "permission_mode": opts.pop("permission_mode"),
+        "allowed_tools": list(opts.pop("allowed_tools")) or None,
+        "max_budget_usd": opts.pop("max_budget_usd"),
+        "max_turns": opts.pop("max_turns"),
+        "timeout_s": opts.pop("timeout"),
     }
+    if values["agent_path"]:
+        values["agent_path"] = _abspath(values["agent_path"])
     out: dict[str, Any] = {}
     for key, value in values.items():
         if value is None:
             continue
-        # In a change, '' clears the setting: sent as JSON null.
         out[key] = None if clearable and value == "" else value
     return out
 
 
-def _emit(data: Any, as_json: bool, human: Any) -> None:
+def _abspath(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _request(home: Path | None, verb: str, payload: dict[str, Any]) -> Any:
+    from claudedo_actors.client import NodeClient
+    from claudedo_actors.home import resolve_home
+
+    return NodeClient(resolve_home(home)).request(verb, payload)
+
+
+def _given(**payload: Any) -> dict[str, Any]:
+    """The options that were given (None: not given)."""
+    return {k: v for k, v in payload.items() if v is not None}
+
+
+def _emit(data: Any, as_json: bool, view: str) -> None:
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    else:
-        human(data)
+        return
+    from claudedo_actors import render
+
+    getattr(render, view)(data)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def app() -> None:
+    """ClaudeDo: a to-do board whose tasks are done by the Claude Code CLI."""
 
 
 # --- the node ------------------------------------------------------------------------------
 
 
 @app.command()
-def up(
-    home: HomeOpt = None,
-    nats: Annotated[
-        str | None,
-        typer.Option(
-            "--nats",
-            envvar="CLAUDEDO_NATS_URL",
-            help="Use this NATS server instead of starting an embedded one.",
-        ),
-    ] = None,
-    slots: Annotated[int, typer.Option("--slots", help="Tasks run at once on this node.")] = 2,
-) -> None:
+@home_option
+@click.option(
+    "--nats",
+    envvar="CLAUDEDO_NATS_URL",
+    help="Use this NATS server (e.g. nats://host:4222) instead of an embedded one.",
+)
+@click.option("--slots", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Tasks this node runs at once.")  # fmt: skip
+def up(home: Path | None, nats: str | None, slots: int) -> None:
     """Start a node: embedded NATS (unless --nats), projector and API. Stops on Ctrl-C."""
     import logging
 
@@ -147,312 +124,272 @@ def up(
     )
     logging.getLogger("nats").setLevel(logging.CRITICAL)
     logging.getLogger("pykka").setLevel(logging.WARNING)
-    raise typer.Exit(Node(resolve_home(home), nats, slots).run())
+    code = Node(resolve_home(home), nats, slots).run()
+    if code:
+        raise SystemExit(code)
 
 
 @app.command()
-def info(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+@home_option
+@json_option
+def info(home: Path | None, as_json: bool) -> None:
     """The node: id, NATS URL, stream, last sequence, projection checkpoint, slots."""
-    from claudedo_actors import render
-
-    _emit(_call(home, "info"), as_json, render.info)
+    _emit(_request(home, "info", {}), as_json, "info")
 
 
 # --- lists ---------------------------------------------------------------------------------
 
 
-@list_app.command("add")
-def list_add(
-    name: str,
-    dir: Annotated[
-        str | None, typer.Option("--dir", help="Git work tree the tasks run in.")
-    ] = None,
-    model: ModelOpt = None,
-    system_prompt: PromptOpt = None,
-    agent: AgentOpt = None,
-    permission_mode: PermOpt = None,
-    allowed_tool: ToolsOpt = None,
-    max_budget_usd: BudgetOpt = None,
-    max_turns: TurnsOpt = None,
-    timeout: TimeoutOpt = None,
-    home: HomeOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+@app.group("list")
+def list_group() -> None:
+    """Lists: boards whose tasks run in a git repository."""
+
+
+@list_group.command("add")
+@click.argument("name")
+@click.option("--dir", "dir_", help="Git work tree (with a commit) the tasks run in.")
+@agent_options
+@home_option
+@json_option
+def list_add(name: str, dir_: str | None, home: Path | None, as_json: bool, **opts: Any) -> None:
     """Create a list, optionally on a git repository (--dir)."""
-    from claudedo_actors import render
-
-    settings = _settings(
-        model, system_prompt, agent, permission_mode, allowed_tool, max_budget_usd, max_turns,
-        timeout,
-    )  # fmt: skip
-    result = _call(home, "list.add", name=name, dir=_abspath(dir), **settings)
-    _emit(result, as_json, render.list_one)
+    payload = {"name": name, **_given(dir=dir_ and _abspath(dir_)), **_settings(opts)}
+    _emit(_request(home, "list.add", payload), as_json, "list_one")
 
 
-@list_app.command("ls")
-def list_ls(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+@list_group.command("ls")
+@home_option
+@json_option
+def list_ls(home: Path | None, as_json: bool) -> None:
     """Every list."""
-    from claudedo_actors import render
-
-    _emit(_call(home, "list.ls"), as_json, render.lists)
+    _emit(_request(home, "list.ls", {}), as_json, "lists")
 
 
-@list_app.command("config")
+@list_group.command("config")
+@click.argument("list_ref", metavar="LIST")
+@click.option("--name", help="New name.")
+@click.option("--dir", "dir_", help="New git work tree ('' for none).")
+@agent_options
+@home_option
+@json_option
 def list_config(
-    list_ref: Annotated[str, typer.Argument(metavar="LIST", help="List id, id prefix or name.")],
-    name: Annotated[str | None, typer.Option("--name", help="New name.")] = None,
-    dir: Annotated[
-        str | None, typer.Option("--dir", help="New git work tree ('' for none).")
-    ] = None,
-    model: ModelOpt = None,
-    system_prompt: PromptOpt = None,
-    agent: AgentOpt = None,
-    permission_mode: PermOpt = None,
-    allowed_tool: ToolsOpt = None,
-    max_budget_usd: BudgetOpt = None,
-    max_turns: TurnsOpt = None,
-    timeout: TimeoutOpt = None,
-    home: HomeOpt = None,
-    as_json: JsonOpt = False,
+    list_ref: str,
+    name: str | None,
+    dir_: str | None,
+    home: Path | None,
+    as_json: bool,
+    **opts: Any,
 ) -> None:
-    """Change a list's settings. An empty value ('') clears a setting."""
-    from claudedo_actors import render
-
-    payload = _settings(
-        model, system_prompt, agent, permission_mode, allowed_tool, max_budget_usd, max_turns,
-        timeout, clearable=True,
-    )  # fmt: skip
-    if name is not None:
-        payload["name"] = name
-    if dir is not None:
-        payload["dir"] = None if dir == "" else _abspath(dir)
-    result = _client(home).request("list.config", {"list": list_ref, **payload})
-    _emit(result, as_json, render.list_one)
+    """Change a list's settings (LIST: id, id prefix or name). '' clears a setting."""
+    payload: dict[str, Any] = {"list": list_ref, **_given(name=name), **_settings(opts, True)}
+    if dir_ is not None:
+        payload["dir"] = _abspath(dir_) if dir_ else None
+    _emit(_request(home, "list.config", payload), as_json, "list_one")
 
 
 # --- tasks ---------------------------------------------------------------------------------
 
 
-@task_app.command("add")
+@app.group("task")
+def task_group() -> None:
+    """Tasks: add, show, edit, queue, unqueue, cancel, sub-tasks."""
+
+
+@task_group.command("add")
+@click.argument("list_ref", metavar="LIST")
+@click.argument("title")
+@click.option("-d", "--description", default="", help="What the agent should know.")
+@click.option("--subtask", "subtasks", multiple=True, help="A checklist item (repeatable).")
+@agent_options
+@click.option("--queue", is_flag=True, help="Queue the task right away.")
+@home_option
+@json_option
 def task_add(
-    list_ref: Annotated[str, typer.Argument(metavar="LIST", help="List id, id prefix or name.")],
+    list_ref: str,
     title: str,
-    description: Annotated[
-        str, typer.Option("--description", "-d", help="What the agent should know.")
-    ] = "",
-    subtask: Annotated[
-        list[str] | None, typer.Option("--subtask", help="A checklist item (repeatable).")
-    ] = None,
-    model: ModelOpt = None,
-    system_prompt: PromptOpt = None,
-    agent: AgentOpt = None,
-    permission_mode: PermOpt = None,
-    allowed_tool: ToolsOpt = None,
-    max_budget_usd: BudgetOpt = None,
-    max_turns: TurnsOpt = None,
-    timeout: TimeoutOpt = None,
-    queue: Annotated[bool, typer.Option("--queue", help="Queue it right away.")] = False,
-    home: HomeOpt = None,
-    as_json: JsonOpt = False,
+    description: str,
+    subtasks: tuple[str, ...],
+    queue: bool,
+    home: Path | None,
+    as_json: bool,
+    **opts: Any,
 ) -> None:
-    """Add a task to a list (a draft, or queued with --queue)."""
-    from claudedo_actors import render
-
-    settings = _settings(
-        model, system_prompt, agent, permission_mode, allowed_tool, max_budget_usd, max_turns,
-        timeout,
-    )  # fmt: skip
-    result = _call(
-        home,
-        "task.add",
-        list=list_ref,
-        title=title,
-        description=description,
-        subtasks=subtask or [],
-        queue=queue,
-        **settings,
-    )
-    _emit(result, as_json, render.task_one)
+    """Add a task to LIST (id, id prefix or name): a draft, or queued with --queue."""
+    payload = {
+        "list": list_ref,
+        "title": title,
+        "description": description,
+        "subtasks": list(subtasks),
+        "queue": queue,
+        **_settings(opts),
+    }
+    _emit(_request(home, "task.add", payload), as_json, "task_one")
 
 
-@task_app.command("show")
-def task_show(task_id: Annotated[str, typer.Argument(metavar="ID")], home: HomeOpt = None,
-              as_json: JsonOpt = False) -> None:  # fmt: skip
-    """A task with its sub-tasks, runs and worktree."""
-    from claudedo_actors import render
+@task_group.command("show")
+@click.argument("task_id", metavar="ID")
+@home_option
+@json_option
+def task_show(task_id: str, home: Path | None, as_json: bool) -> None:
+    """A task with its sub-tasks, runs and worktree (ID: id or unique prefix)."""
+    _emit(_request(home, "task.show", {"task": task_id}), as_json, "task_one")
 
-    _emit(_call(home, "task.show", task=task_id), as_json, render.task_one)
 
-
-@task_app.command("edit")
+@task_group.command("edit")
+@click.argument("task_id", metavar="ID")
+@click.option("--title", help="New title.")
+@click.option("-d", "--description", help="New description.")
+@agent_options
+@home_option
+@json_option
 def task_edit(
-    task_id: Annotated[str, typer.Argument(metavar="ID")],
-    title: Annotated[str | None, typer.Option("--title", help="New title.")] = None,
-    description: Annotated[
-        str | None, typer.Option("--description", "-d", help="New description.")
-    ] = None,
-    model: ModelOpt = None,
-    system_prompt: PromptOpt = None,
-    agent: AgentOpt = None,
-    permission_mode: PermOpt = None,
-    allowed_tool: ToolsOpt = None,
-    max_budget_usd: BudgetOpt = None,
-    max_turns: TurnsOpt = None,
-    timeout: TimeoutOpt = None,
-    home: HomeOpt = None,
-    as_json: JsonOpt = False,
+    task_id: str,
+    title: str | None,
+    description: str | None,
+    home: Path | None,
+    as_json: bool,
+    **opts: Any,
 ) -> None:
-    """Change a task. An empty value ('') clears an agent setting."""
-    from claudedo_actors import render
-
-    payload = _settings(
-        model, system_prompt, agent, permission_mode, allowed_tool, max_budget_usd, max_turns,
-        timeout, clearable=True,
-    )  # fmt: skip
-    if title is not None:
-        payload["title"] = title
-    if description is not None:
-        payload["description"] = description
-    result = _client(home).request("task.edit", {"task": task_id, **payload})
-    _emit(result, as_json, render.task_one)
+    """Change a task. '' clears an agent setting."""
+    payload = {
+        "task": task_id,
+        **_given(title=title, description=description),
+        **_settings(opts, clearable=True),
+    }
+    _emit(_request(home, "task.edit", payload), as_json, "task_one")
 
 
-def _many(verb: str, ids: list[str], home: Path | None, as_json: bool) -> None:
-    from claudedo_actors import render
-
-    _emit(_call(home, verb, tasks=ids), as_json, render.tasks)
-
-
-IdsArg = Annotated[list[str], typer.Argument(metavar="ID...", help="Task ids or id prefixes.")]
-
-
-@task_app.command("queue")
-def task_queue(ids: IdsArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
-    """Queue tasks for a free slot (drafts, or done/failed/cancelled tasks to run again)."""
-    _many("task.queue", ids, home, as_json)
+def _many_command(verb: str, help_text: str) -> None:
+    @task_group.command(verb, help=help_text)
+    @click.argument("ids", nargs=-1, required=True, metavar="ID...")
+    @home_option
+    @json_option
+    def command(ids: tuple[str, ...], home: Path | None, as_json: bool) -> None:
+        _emit(_request(home, f"task.{verb}", {"tasks": list(ids)}), as_json, "tasks")
 
 
-@task_app.command("unqueue")
-def task_unqueue(ids: IdsArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
-    """Take queued tasks back to draft."""
-    _many("task.unqueue", ids, home, as_json)
+_many_command("queue", "Queue tasks for a free slot (drafts; done, failed or cancelled ones rerun).")
+_many_command("unqueue", "Take queued tasks back to draft.")
+_many_command("cancel", "Cancel tasks (a running one is stopped by its slot).")
 
 
-@task_app.command("cancel")
-def task_cancel(ids: IdsArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
-    """Cancel tasks (a running one is stopped by its slot)."""
-    _many("task.cancel", ids, home, as_json)
+@task_group.group("subtask")
+def subtask_group() -> None:
+    """A task's checklist."""
 
 
-@subtask_app.command("add")
-def subtask_add(
-    task_id: Annotated[str, typer.Argument(metavar="ID")],
-    titles: Annotated[list[str], typer.Argument(metavar="TITLE...")],
-    home: HomeOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+@subtask_group.command("add")
+@click.argument("task_id", metavar="ID")
+@click.argument("titles", nargs=-1, required=True, metavar="TITLE...")
+@home_option
+@json_option
+def subtask_add(task_id: str, titles: tuple[str, ...], home: Path | None, as_json: bool) -> None:
     """Append checklist items to a task."""
-    from claudedo_actors import render
-
-    _emit(_call(home, "task.subtask.add", task=task_id, titles=titles), as_json, render.task_one)
-
-
-SubRefs = Annotated[list[str], typer.Argument(metavar="N...", help="Numbers (1-based) or ids.")]
+    payload = {"task": task_id, "titles": list(titles)}
+    _emit(_request(home, "task.subtask.add", payload), as_json, "task_one")
 
 
-@subtask_app.command("done")
-def subtask_done(task_id: Annotated[str, typer.Argument(metavar="ID")], subtasks: SubRefs,
-                 home: HomeOpt = None, as_json: JsonOpt = False) -> None:  # fmt: skip
-    """Tick checklist items."""
-    from claudedo_actors import render
+def _mark_command(verb: str, help_text: str) -> None:
+    @subtask_group.command(verb, help=help_text)
+    @click.argument("task_id", metavar="ID")
+    @click.argument("subtasks", nargs=-1, required=True, metavar="N...")
+    @home_option
+    @json_option
+    def command(task_id: str, subtasks: tuple[str, ...], home: Path | None, as_json: bool) -> None:
+        payload = {"task": task_id, "subtasks": list(subtasks)}
+        _emit(_request(home, f"task.subtask.{verb}", payload), as_json, "task_one")
 
-    result = _call(home, "task.subtask.done", task=task_id, subtasks=subtasks)
-    _emit(result, as_json, render.task_one)
 
-
-@subtask_app.command("undo")
-def subtask_undo(task_id: Annotated[str, typer.Argument(metavar="ID")], subtasks: SubRefs,
-                 home: HomeOpt = None, as_json: JsonOpt = False) -> None:  # fmt: skip
-    """Untick checklist items."""
-    from claudedo_actors import render
-
-    result = _call(home, "task.subtask.undo", task=task_id, subtasks=subtasks)
-    _emit(result, as_json, render.task_one)
+_mark_command("done", "Tick checklist items (N: 1-based number or sub-task id prefix).")
+_mark_command("undo", "Untick checklist items (N: 1-based number or sub-task id prefix).")
 
 
 @app.command()
+@click.option("--list", "list_ref", help="Only this list (id, id prefix or name).")
+@click.option("--status", help="Only this status (draft, queued, claimed, running, done, ...).")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many.")
+@click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many first.")
+@home_option
+@json_option
 def tasks(
-    list_ref: Annotated[
-        str | None, typer.Option("--list", help="Only this list (id, prefix or name).")
-    ] = None,
-    status: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="At most this many.")] = None,
-    home: HomeOpt = None,
-    as_json: JsonOpt = False,
+    list_ref: str | None,
+    status: str | None,
+    limit: int | None,
+    offset: int,
+    home: Path | None,
+    as_json: bool,
 ) -> None:
-    """Tasks, oldest first: all that match (no limit unless --limit)."""
-    from claudedo_actors import render
-
-    _emit(_call(home, "tasks", list=list_ref, status=status, limit=limit), as_json, render.tasks)
+    """Tasks, oldest first: every one that matches (no limit unless --limit)."""
+    payload = _given(list=list_ref, status=status, limit=limit, offset=offset or None)
+    _emit(_request(home, "tasks", payload), as_json, "tasks")
 
 
 @app.command()
-def audit(task_id: Annotated[str, typer.Argument(metavar="ID")], home: HomeOpt = None,
-          as_json: JsonOpt = False) -> None:  # fmt: skip
+@click.argument("task_id", metavar="ID")
+@home_option
+@json_option
+def audit(task_id: str, home: Path | None, as_json: bool) -> None:
     """Every event of a task in order: sequence, time, type, node, actor, key fields."""
-    from claudedo_actors import render
-
-    _emit(_call(home, "audit", task=task_id), as_json, render.audit)
+    _emit(_request(home, "audit", {"task": task_id}), as_json, "audit")
 
 
 @app.command()
-def sql(query: str, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
-    """Run one read-only SQL query on the projection (tables: lists, tasks, subtasks, runs,
-    worktrees, events)."""
-    from claudedo_actors import render
+@click.argument("query")
+@home_option
+@json_option
+def sql(query: str, home: Path | None, as_json: bool) -> None:
+    """Run one read-only SQL query on the projection.
 
-    result = _call(home, "sql", query=query)
+    Tables: lists, tasks, subtasks, runs, worktrees, events, skipped_messages.
+    """
+    result = _request(home, "sql", {"query": query})
     if as_json:
         rows = [dict(zip(result["columns"], row, strict=True)) for row in result["rows"]]
-        _emit(rows, True, None)
+        _emit(rows, True, "sql")
     else:
-        render.sql(result)
+        _emit(result, False, "sql")
 
 
-@projections_app.command("rebuild")
-def projections_rebuild(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+@app.group("projections")
+def projections_group() -> None:
+    """The DuckDB projections derived from the log."""
+
+
+@projections_group.command("rebuild")
+@home_option
+@json_option
+def projections_rebuild(home: Path | None, as_json: bool) -> None:
     """Replay the whole log into a fresh projection and swap it in."""
-    from claudedo_actors import render
-
-    _emit(_call(home, "projections.rebuild"), as_json, render.rebuild)
+    _emit(_request(home, "projections.rebuild", {}), as_json, "rebuild")
 
 
 # --- entry point ---------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI: errors become one line on stderr and a non-zero exit."""
+    """Run the CLI: every error is one line on stderr and a non-zero exit."""
     try:
-        result = app(args=argv, standalone_mode=False)
-        return int(result) if isinstance(result, int) else 0
-    except typer.Exit as exc:
+        app.main(args=argv, prog_name="claudedo", standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as exc:
         return int(exc.exit_code)
-    except typer.Abort:
+    except click.exceptions.Abort:
         sys.stderr.write("error: aborted\n")
         return 130
-    except typer.TyperException as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":
-            exc.show()  # type: ignore[attr-defined]  # prints the help of the group
+    except click.ClickException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:  # type: ignore[attr-defined]
+            sys.stdout.write(exc.ctx.get_help() + "\n")  # type: ignore[attr-defined]
             return 0
-        message = getattr(exc, "format_message", lambda: str(exc))()
-        sys.stderr.write(f"error: {' '.join(message.split())}\n")
-        return int(getattr(exc, "exit_code", 2) or 2)
+        sys.stderr.write(f"error: {' '.join(exc.format_message().split())}\n")
+        return exc.exit_code or 2
     except ClaudeDoError as exc:
         sys.stderr.write(f"error: {exc.message}\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
     except Exception as exc:  # noqa: BLE001 - a traceback never reaches the user
         if os.environ.get("CLAUDEDO_DEBUG"):
             raise

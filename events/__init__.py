@@ -6,7 +6,6 @@ from events.catalog import AGGREGATES, ALL_EVENTS, EVENTS_BY_NAME, AnyEvent
 from events.codec import DecodeError, Envelope, Origin, decode, encode, envelop, upcaster
 from events.errors import Ambiguous, ClaudeDoError, Conflict, Invalid, NotFound, Unavailable
 from events.lists import ListConfigured, ListCreated
-from events.log import STREAM, ConcurrencyError, EventLog, EventReader, RawEvent, stream_config
 from events.subjects import (
     API_PREFIX,
     EVENTS_ALL,
@@ -43,6 +42,19 @@ from events.tasks import (
     WorktreeDiscarded,
     WorktreeMerged,
 )
+
+# The log needs nats-py, which is slow to import: loaded on first use (PEP 562), so the CLI's
+# start stays quick.
+_LAZY = {"STREAM", "ConcurrencyError", "EventLog", "EventReader", "RawEvent", "stream_config"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        from events import log
+
+        return getattr(log, name)
+    raise AttributeError(f"module 'events' has no attribute {name!r}")
+
 
 __all__ = [
     "AGGREGATES",

@@ -109,8 +109,9 @@ class EventLog:
                 if exc.err_code != _WRONG_LAST_SEQUENCE:
                     raise
                 # A retried publish that was stored the first time also fails the sequence
-                # check: it is a duplicate, not a conflict, when the guard's last message is it.
-                stored = await self._last_of(guard)
+                # check. It is a duplicate, not a conflict, when the guard's first message after
+                # the expected sequence is this very event.
+                stored = await self._first_after(guard, expected or 0)
                 if stored is not None and stored[1] == env.event_id:
                     return stored[0]
                 raise ConcurrencyError(guard, expected or 0, exc.description or "") from None
@@ -126,6 +127,13 @@ class EventLog:
             return None
         msg_id = (msg.headers or {}).get("Nats-Msg-Id")
         return int(msg.seq or 0), msg_id
+
+    async def _first_after(self, subject_filter: str, seq: int) -> tuple[int, str | None] | None:
+        try:
+            msg = await self._js.get_msg(self.stream, seq + 1, subject=subject_filter, next=True)
+        except NotFoundError:
+            return None
+        return int(msg.seq or 0), (msg.headers or {}).get("Nats-Msg-Id")
 
     async def last_seq(self) -> int:
         """The stream's last sequence (0 when empty)."""

@@ -1,0 +1,202 @@
+"""Shared fixtures: a real nats-server per session, real git repos, real node processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from claudedo_actors.natsserver import find_nats_server, free_port
+
+
+def wait_until(cond: Callable[[], Any], timeout_s: float = 20.0, what: str = "condition") -> Any:
+    """Poll `cond` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.02)  # polling interval of the wait, not a synchronisation
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    """A real nats-server with JetStream on a free loopback port, its store in a temp dir."""
+    store = tempfile.mkdtemp(prefix="claudedo-nats-")
+    port = free_port()
+    proc = subprocess.Popen(
+        [find_nats_server(), "--jetstream", "--store_dir", store, "--addr", "127.0.0.1",
+         "--port", str(port)],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"nats://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        import socket
+
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    wait_until(ready, what="nats-server")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+    shutil.rmtree(store, ignore_errors=True)
+
+
+class JetStreamEnv:
+    """A connection and a fresh event stream for one test, on its own event loop."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.loop = asyncio.new_event_loop()
+        self.nc: Any = None
+        self.js: Any = None
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    async def open(self) -> None:
+        self.nc = await nats.connect(self.url)
+        self.js = self.nc.jetstream()
+        await self._drop_stream()
+
+    async def _drop_stream(self) -> None:
+        from events.log import STREAM
+
+        try:
+            await self.js.delete_stream(STREAM)
+        except Exception:  # noqa: BLE001 - no stream yet
+            pass
+
+    async def close(self) -> None:
+        await self._drop_stream()
+        await self.nc.close()
+
+
+@pytest.fixture
+def jsenv(nats_url: str) -> Iterator[JetStreamEnv]:
+    env = JetStreamEnv(nats_url)
+    env.run(env.open())
+    yield env
+    env.run(env.close())
+    env.loop.close()
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
+        env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+             "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"},
+    ).stdout  # fmt: skip
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Path:
+    """A real git work tree with one commit."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "README.md").write_text("hello\n")
+    _git(repo, "add", "README.md")
+    _git(repo, "commit", "-q", "-m", "init")
+    return repo
+
+
+class CliResult:
+    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
+        self.code = proc.returncode
+        self.out = proc.stdout
+        self.err = proc.stderr
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+class NodeProcess:
+    """`claudedo up` as a real child process on a home folder."""
+
+    def __init__(self, home: Path, extra: list[str] | None = None) -> None:
+        self.home = home
+        self.extra = extra or []
+        self.proc: subprocess.Popen[str] | None = None
+        self.log_path = home.parent / f"{home.name}-node.log"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDEDO_")}
+        env["CLAUDEDO_HOME"] = str(self.home)
+        return env
+
+    def start(self) -> NodeProcess:
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "node.json").unlink(missing_ok=True)
+        out = open(self.log_path, "a")  # noqa: SIM115 - kept open for the child's life
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "claudedo_actors", "up", *self.extra],
+            env=self.env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        wait_until(self._ready, 30, "node to be ready")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"node exited early: {self.log_path.read_text()[-2000:]}")
+        return (self.home / "node.json").exists()
+
+    def cli(self, *args: str, timeout_s: float = 60) -> CliResult:
+        return CliResult(
+            subprocess.run(
+                [sys.executable, "-m", "claudedo_actors", *args],
+                env=self.env(),
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                stdin=subprocess.DEVNULL,
+            )
+        )
+
+    def ok(self, *args: str) -> Any:
+        res = self.cli(*args, "--json")
+        assert res.code == 0, f"claudedo {' '.join(args)} failed: {res.err}"
+        return res.json()
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[NodeProcess]:
+    """A running node with embedded NATS in a temp home."""
+    n = NodeProcess(tmp_path / "home").start()
+    yield n
+    if n.proc is not None and n.proc.poll() is None:
+        n.stop()

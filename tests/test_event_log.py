@@ -1,0 +1,108 @@
+"""The event log on a real JetStream stream: idempotent, concurrency-checked, append-only."""
+
+from __future__ import annotations
+
+import pytest
+from nats.js.errors import ServerError
+
+import events as ev
+from events.log import STREAM, EventLog
+from tests.conftest import JetStreamEnv
+
+ORIGIN = ev.Origin(node_id="n", correlation_id="c", actor="user:t")
+
+
+def _log(env: JetStreamEnv) -> EventLog:
+    log = EventLog(env.js)
+    env.run(log.ensure_stream())
+    return log
+
+
+def _task_events(task_id: str) -> list[ev.Envelope]:
+    return [
+        ev.envelop(ev.TaskCreated(list_id="l", title="t"), task_id, ORIGIN),
+        ev.envelop(ev.TaskQueued(), task_id, ORIGIN),
+    ]
+
+
+def test_append_returns_stream_sequences_in_order(jsenv: JetStreamEnv) -> None:
+    log = _log(jsenv)
+    seqs = jsenv.run(log.append(_task_events("t1"), expected_seq=0))
+    assert seqs == [1, 2]
+    stored = jsenv.run(log.read_all())
+    assert [r.seq for r in stored] == [1, 2]
+    assert [ev.decode(r.data).event_type for r in stored] == ["TaskCreated", "TaskQueued"]
+    assert stored[0].subject == "claudedo.evt.task.t1.TaskCreated"
+
+
+def test_a_duplicate_append_is_stored_once(jsenv: JetStreamEnv) -> None:
+    log = _log(jsenv)
+    envs = _task_events("t1")
+    first = jsenv.run(log.append(envs, expected_seq=0))
+    # The same events again (a client retrying after a lost ack): same sequences, no new message.
+    again = jsenv.run(log.append(envs, expected_seq=0))
+    again_unchecked = jsenv.run(log.append(envs[1:], expected_seq=None))
+    assert again == first and again_unchecked == first[1:]
+    assert jsenv.run(log.last_seq()) == 2
+
+
+def test_append_on_a_moved_aggregate_is_a_concurrency_error(jsenv: JetStreamEnv) -> None:
+    log = _log(jsenv)
+    created = ev.envelop(ev.TaskCreated(list_id="l", title="t"), "t1", ORIGIN)
+    (seq,) = jsenv.run(log.append([created], expected_seq=0))
+    # Two writers read the task at `seq`; the first wins, the second is refused.
+    jsenv.run(log.append([ev.envelop(ev.TaskQueued(), "t1", ORIGIN)], expected_seq=seq))
+    with pytest.raises(ev.ConcurrencyError):
+        jsenv.run(log.append([ev.envelop(ev.TaskCancelled(), "t1", ORIGIN)], expected_seq=seq))
+    assert jsenv.run(log.last_seq()) == 2
+
+
+def test_creating_an_aggregate_twice_is_a_concurrency_error(jsenv: JetStreamEnv) -> None:
+    log = _log(jsenv)
+    jsenv.run(log.append(_task_events("t1")[:1], expected_seq=0))
+    with pytest.raises(ev.ConcurrencyError):
+        jsenv.run(log.append(_task_events("t1")[:1], expected_seq=0))
+
+
+def test_other_aggregates_do_not_conflict(jsenv: JetStreamEnv) -> None:
+    log = _log(jsenv)
+    jsenv.run(log.append(_task_events("t1"), expected_seq=0))
+    assert jsenv.run(log.append(_task_events("t2"), expected_seq=0)) == [3, 4]
+    assert jsenv.run(log.last_seq_of(ev.aggregate_filter("task", "t1"))) == 2
+
+
+def test_a_collection_guard_sees_every_list(jsenv: JetStreamEnv) -> None:
+    log = _log(jsenv)
+    guard = ev.collection_filter("list")
+    jsenv.run(log.append([ev.envelop(ev.ListCreated(name="a"), "l1", ORIGIN)], 0, guard))
+    with pytest.raises(ev.ConcurrencyError):
+        jsenv.run(log.append([ev.envelop(ev.ListCreated(name="a"), "l2", ORIGIN)], 0, guard))
+
+
+def test_the_stream_refuses_delete_and_purge(jsenv: JetStreamEnv) -> None:
+    log = _log(jsenv)
+    jsenv.run(log.append(_task_events("t1"), expected_seq=0))
+    with pytest.raises(ServerError):
+        jsenv.run(jsenv.js.delete_msg(STREAM, 1))
+    with pytest.raises(ServerError):
+        jsenv.run(jsenv.js.purge_stream(STREAM))
+    info = jsenv.run(jsenv.js.stream_info(STREAM))
+    assert info.config.deny_delete and info.config.deny_purge
+    assert str(getattr(info.config.storage, "value", info.config.storage)) == "file"
+    assert jsenv.run(log.last_seq()) == 2
+
+
+def test_read_starts_at_any_sequence_and_follows_new_appends(jsenv: JetStreamEnv) -> None:
+    log = _log(jsenv)
+    jsenv.run(log.append(_task_events("t1"), expected_seq=0))
+
+    async def scenario() -> list[int]:
+        reader = await log.read(2)
+        got = [r.seq for r in await reader.next_batch(100, timeout_s=5)]
+        await log.append(_task_events("t2"), expected_seq=0)
+        while len(got) < 3:
+            got += [r.seq for r in await reader.next_batch(100, timeout_s=5)]
+        await reader.close()
+        return got
+
+    assert jsenv.run(scenario()) == [2, 3, 4]
