@@ -282,7 +282,7 @@ class Decider:
                 if why is not None:
                     raise Conflict(f"cannot {_verb(event)}: {why}")
             envs = [self.envelop(e, task.id) for e in evs]
-            appends.append(Append(envs, task.last_seq))
+            appends.append(Append(envs, q.task_last_seq(self.p, task)))
         ids = [t.id for t, _ in work]
         if len(ids) == 1:
             return Plan(appends, lambda p: q.task_detail(p, ids[0]))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-_console = Console(highlight=False, soft_wrap=False)
+# Piped output keeps a wide table rather than rich's 80-column default.
+_console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 
 
 def _short(value: Any, width: int = 60) -> str:
@@ -84,6 +86,7 @@ def task_one(task: dict[str, Any] | list[dict[str, Any]]) -> None:
 
 def audit(rows: list[dict[str, Any]]) -> None:
     table = Table("seq", "time", "type", "node", "actor", "fields")
+    table.columns[2].no_wrap = True
     for r in rows:
         fields = ", ".join(
             f"{k}={_short(json.dumps(v) if not isinstance(v, str) else v, 40)}"

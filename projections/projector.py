@@ -61,6 +61,11 @@ class Projection:
         self._lists: OrderedDict[str, ListState] = OrderedDict()
         self._tasks: OrderedDict[str, TaskState] = OrderedDict()
 
+    def drop_cache(self) -> None:
+        """Forget the cached states; they are read back from the rows when next needed."""
+        self._lists.clear()
+        self._tasks.clear()
+
     def close(self) -> None:
         self.con.execute("CHECKPOINT")
         self.con.close()
@@ -222,8 +227,7 @@ class Projection:
         except BaseException:
             con.rollback()
             # The caches may hold states of the failed batch: forget them all.
-            self._lists.clear()
-            self._tasks.clear()
+            self.drop_cache()
             raise
 
     def _replace(self, table: str, key: str, states: Sequence[msgspec.Struct]) -> None:

@@ -105,9 +105,25 @@ def list_row(p: Projection, list_id: str) -> dict[str, Any]:
 
 
 def lists_last_seq(p: Projection) -> int:
-    """The last sequence of any list event: the guard of name-unique list commands."""
-    row = p.con.execute("SELECT coalesce(max(last_seq), 0) FROM lists").fetchone()
+    """The last sequence on any list subject: the guard of name-unique list commands.
+
+    Skipped messages count too: the log's concurrency check sees every message on a subject.
+    """
+    row = p.con.execute(
+        "SELECT greatest((SELECT coalesce(max(last_seq), 0) FROM lists),"
+        " (SELECT coalesce(max(seq), 0) FROM skipped_messages"
+        "  WHERE starts_with(subject, 'claudedo.evt.list.')))"
+    ).fetchone()
     return int(row[0]) if row else 0
+
+
+def task_last_seq(p: Projection, task: TaskState) -> int:
+    """The last sequence on the task's subjects, its skipped messages included."""
+    row = p.con.execute(
+        "SELECT coalesce(max(seq), 0) FROM skipped_messages WHERE starts_with(subject, ?)",
+        [f"claudedo.evt.task.{task.id}."],
+    ).fetchone()
+    return max(task.last_seq, int(row[0]) if row else 0)
 
 
 def tasks_filtered(

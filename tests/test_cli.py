@@ -1,0 +1,273 @@
+"""The CLI end to end through `claudedo up` in a temp home: commands, JSON shapes, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import msgspec
+import nats
+
+import events as ev
+from tests.conftest import NodeProcess, wait_until
+
+TASK_KEYS = {"id", "list_id", "title", "description", "status", "model", "result", "error",
+             "created_at", "started_at", "finished_at"}  # fmt: skip
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$")
+
+
+def _list(node: NodeProcess, repo: Path, name: str = "demo") -> dict:
+    return node.ok("list", "add", name, "--dir", str(repo))
+
+
+def test_list_add_and_ls(node: NodeProcess, git_repo: Path) -> None:
+    created = node.ok("list", "add", "demo", "--dir", str(git_repo), "--model", "claude-x")
+    assert created["name"] == "demo" and created["dir"] == str(git_repo.resolve())
+    assert created["model"] == "claude-x" and ISO_UTC.match(created["created_at"])
+    listed = node.ok("list", "ls")
+    assert [row["id"] for row in listed] == [created["id"]]
+    human = node.cli("list", "ls")
+    assert human.code == 0 and "demo" in human.out
+
+
+def test_list_without_dir_is_a_sandbox_list(node: NodeProcess) -> None:
+    assert node.ok("list", "add", "scratch")["dir"] is None
+
+
+def test_list_config_changes_and_clears_settings(node: NodeProcess, git_repo: Path) -> None:
+    lst = _list(node, git_repo)
+    changed = node.ok("list", "config", "demo", "--model", "m2", "--max-turns", "5")
+    assert changed["model"] == "m2" and changed["max_turns"] == 5
+    cleared = node.ok("list", "config", lst["id"][:6], "--model", "", "--name", "renamed")
+    assert cleared["model"] is None and cleared["name"] == "renamed" and cleared["max_turns"] == 5
+
+
+def test_task_add_show_and_tasks(node: NodeProcess, git_repo: Path) -> None:
+    lst = _list(node, git_repo)
+    task = node.ok("task", "add", "demo", "Add retry", "-d", "  to the HTTP client ",
+                   "--subtask", "write test", "--subtask", "implement")  # fmt: skip
+    assert TASK_KEYS <= task.keys()
+    assert task["status"] == "draft" and task["list_id"] == lst["id"]
+    assert task["description"] == "to the HTTP client"
+    assert [s["title"] for s in task["subtasks"]] == ["write test", "implement"]
+    assert ISO_UTC.match(task["created_at"]) and task["started_at"] is None
+    shown = node.ok("task", "show", task["id"][:8])
+    assert shown["id"] == task["id"]
+    rows = node.ok("tasks")
+    assert [r["id"] for r in rows] == [task["id"]] and TASK_KEYS <= rows[0].keys()
+
+
+def test_task_add_by_list_id_prefix_and_queue_flag(node: NodeProcess, git_repo: Path) -> None:
+    lst = _list(node, git_repo)
+    task = node.ok("task", "add", lst["id"][:5], "T", "--queue")
+    assert task["status"] == "queued" and task["list_id"] == lst["id"]
+
+
+def test_queue_unqueue_cancel_several_ids_and_requeue(node: NodeProcess, git_repo: Path) -> None:
+    _list(node, git_repo)
+    a = node.ok("task", "add", "demo", "A")["id"]
+    b = node.ok("task", "add", "demo", "B")["id"]
+    queued = node.ok("task", "queue", a[:8], b)
+    assert [t["status"] for t in queued] == ["queued", "queued"]
+    assert [t["status"] for t in node.ok("task", "unqueue", a)] == ["draft"]
+    assert [t["status"] for t in node.ok("task", "cancel", a, b)] == ["cancelled", "cancelled"]
+    again = node.ok("task", "queue", b)[0]
+    assert again["status"] == "queued" and again["finished_at"] is None
+    assert {r["id"] for r in node.ok("tasks", "--status", "cancelled")} == {a}
+    assert {r["id"] for r in node.ok("tasks", "--status", "queued", "--list", "demo")} == {b}
+
+
+def test_task_edit_and_subtasks(node: NodeProcess, git_repo: Path) -> None:
+    _list(node, git_repo)
+    t = node.ok("task", "add", "demo", "Old", "--subtask", "one")["id"]
+    edited = node.ok("task", "edit", t, "--title", "New", "-d", "desc", "--model", "m")
+    assert (edited["title"], edited["description"], edited["model"]) == ("New", "desc", "m")
+    added = node.ok("task", "subtask", "add", t, "two", "three")
+    assert [s["title"] for s in added["subtasks"]] == ["one", "two", "three"]
+    done = node.ok("task", "subtask", "done", t, "1", "3")
+    assert [s["done"] for s in done["subtasks"]] == [True, False, True]
+    undone = node.ok("task", "subtask", "undo", t, "3")
+    assert [s["done"] for s in undone["subtasks"]] == [True, False, False]
+
+
+def test_audit_lists_every_event_of_the_task_in_order(node: NodeProcess, git_repo: Path) -> None:
+    _list(node, git_repo)
+    t = node.ok("task", "add", "demo", "A", "--queue")["id"]
+    node.ok("task", "cancel", t)
+    events = node.ok("audit", t)
+    assert [e["type"] for e in events] == ["TaskCreated", "TaskQueued", "TaskCancelled"]
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(seqs)
+    assert all(e["actor"].startswith("user:") and e["node"] for e in events)
+    assert events[0]["payload"]["title"] == "A"
+    human = node.cli("audit", t[:8])
+    assert human.code == 0 and "TaskCancelled" in human.out
+
+
+def test_sql_reads_and_refuses_writes(node: NodeProcess, git_repo: Path) -> None:
+    _list(node, git_repo)
+    node.ok("task", "add", "demo", "A", "--queue")
+    node.ok("task", "add", "demo", "B")
+    rows = node.ok("sql", "select status, count(*) as n from tasks group by 1 order by 1")
+    assert rows == [{"status": "draft", "n": 1}, {"status": "queued", "n": 1}]
+    for statement in ("delete from tasks", "drop table tasks", "insert into lists select * from lists",
+                      "copy tasks to 'x.csv'", "attach 'x.db'", "select 1; delete from tasks",
+                      "select * from read_csv('/etc/passwd')"):  # fmt: skip
+        res = node.cli("sql", statement)
+        assert res.code != 0 and res.err.startswith("error: ") and res.err.count("\n") == 1, statement
+    assert node.ok("sql", "select count(*) as n from tasks") == [{"n": 2}]
+
+
+def test_info_reports_node_stream_and_checkpoint(node: NodeProcess, git_repo: Path) -> None:
+    _list(node, git_repo)
+    info = node.ok("info")
+    assert {"node_id", "nats_url", "stream", "last_seq", "checkpoint_seq", "slots"} <= info.keys()
+    assert info["last_seq"] == info["checkpoint_seq"] == 1 and info["slots"] == 2
+
+
+def test_rebuild_gives_identical_results(node: NodeProcess, git_repo: Path) -> None:
+    _list(node, git_repo)
+    for i in range(5):
+        node.ok("task", "add", "demo", f"T{i}", "--queue" if i % 2 else "--subtask=x")
+    query = "select * from tasks order by id"
+    before = node.ok("sql", query), node.ok("sql", "select * from events order by seq")
+    result = node.ok("projections", "rebuild")
+    assert result["rebuilt_to_seq"] == result["checkpoint_seq"] == node.ok("info")["last_seq"]
+    assert (node.ok("sql", query), node.ok("sql", "select * from events order by seq")) == before
+    node.ok("task", "add", "demo", "after rebuild")  # the live feed goes on after the swap
+    assert len(node.ok("tasks")) == 6
+
+
+def test_bad_input_is_one_line_and_a_non_zero_exit(node: NodeProcess, git_repo: Path, tmp_path: Path) -> None:  # fmt: skip
+    _list(node, git_repo)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    empty_repo = tmp_path / "empty"
+    empty_repo.mkdir()
+    node.cli("list", "add", "x")  # a second list
+    import subprocess
+
+    subprocess.run(["git", "init", "-q"], cwd=empty_repo, check=True)
+    a = node.ok("task", "add", "demo", "A")["id"]
+    # Two tasks sharing a first hex digit make that digit an ambiguous prefix.
+    ids = [a] + [node.ok("task", "add", "demo", f"T{i}")["id"] for i in range(20)]
+    shared = next(c for c in "0123456789abcdef" if sum(i.startswith(c) for i in ids) > 1)
+    cases = {
+        ("task", "show", "ffffffff-0000"): "not found",
+        ("task", "show", shared): "ambiguous",
+        ("task", "queue", a, "nope"): "not found",
+        ("tasks", "--status", "sleeping"): "unknown status",
+        ("tasks", "--list", "no-such-list"): "not found",
+        ("task", "add", "no-such-list", "T"): "not found",
+        ("list", "add", "bad", "--dir", str(tmp_path / "missing")): "does not exist",
+        ("list", "add", "bad", "--dir", str(plain)): "not a git work tree",
+        ("list", "add", "bad", "--dir", str(empty_repo)): "no commit",
+        ("list", "add", "demo"): "already exists",
+        ("list", "add", "  "): "must not be empty",
+        ("task", "add", "demo", " "): "must not be empty",
+        ("task", "unqueue", a): "is draft",
+        ("task", "add", "demo", "T", "--permission-mode", "yolo"): "unknown permission mode",
+        ("task", "add", "demo", "T", "--max-turns", "0"): "at least 1",
+        ("task", "subtask", "done", a, "9"): "no sub-task",
+        ("task", "frobnicate"): "No such command",
+        ("tasks", "--limit", "x"): "not a valid integer",
+    }
+    for args, text in cases.items():
+        res = node.cli(*args)
+        assert res.code != 0, args
+        assert res.err.count("\n") == 1 and res.err.startswith("error: "), (args, res.err)
+        assert text.lower() in res.err.lower(), (args, res.err)
+        assert "Traceback" not in res.err + res.out
+    # Nothing a refused command did reached the log: the queue of `a, nope` changed nothing.
+    assert node.ok("task", "show", a)["status"] == "draft"
+
+
+def test_no_node_running_is_a_clear_error(tmp_path: Path) -> None:
+    idle = NodeProcess(tmp_path / "idle-home")
+    idle.home.mkdir()
+    for args in (("tasks",), ("info",), ("list", "ls")):
+        res = idle.cli(*args)
+        assert res.code == 1 and res.err == f"error: no node running for home {idle.home} (start one with: claudedo up)\n"  # fmt: skip
+
+
+def test_malformed_api_requests_get_an_error_and_the_node_lives(node: NodeProcess) -> None:
+    url = json.loads((node.home / "node.json").read_text())["nats_url"]
+
+    async def ask(subject: str, data: bytes) -> dict:
+        nc = await nats.connect(url)
+        try:
+            msg = await nc.request(subject, data, timeout=10)
+            return msgspec.json.decode(msg.data)
+        finally:
+            await nc.close()
+
+    cases = [
+        ("claudedo.api.task.add", b"not json", "invalid"),
+        ("claudedo.api.task.add", b'{"title": 5}', "invalid"),
+        ("claudedo.api.task.add", b'{"list": "x", "title": "t", "evil": 1}', "invalid"),
+        ("claudedo.api.tasks", b'{"limit": -1}', "invalid"),
+        ("claudedo.api.no.such.verb", b"{}", "invalid"),
+        ("claudedo.api.task.queue", b'{"tasks": []}', "invalid"),
+    ]
+    for subject, data, code in cases:
+        reply = asyncio.run(ask(subject, data))
+        assert reply["error"]["code"] == code, (subject, data, reply)
+        assert "\n" not in reply["error"]["message"]
+    assert node.ok("info")["node_id"]
+
+
+def test_foreign_messages_on_event_subjects_are_skipped_and_recorded(node: NodeProcess, git_repo: Path) -> None:  # fmt: skip
+    url = json.loads((node.home / "node.json").read_text())["nats_url"]
+
+    async def publish() -> None:
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        await js.publish("claudedo.evt.task.x.Bogus", b"garbage")
+        await js.publish("claudedo.evt.list.y.ListCreated", b'{"event": {"type": "ListCreated"}}')
+        await nc.close()
+
+    asyncio.run(publish())
+    # The node still serves, projected past the foreign messages, and a list command is not
+    # blocked by the foreign message on a list subject.
+    _list(node, git_repo)
+    skipped = node.ok("sql", "select subject, reason from skipped_messages order by seq")
+    assert [s["subject"] for s in skipped] == ["claudedo.evt.task.x.Bogus", "claudedo.evt.list.y.ListCreated"]  # fmt: skip
+    info = node.ok("info")
+    assert info["checkpoint_seq"] == info["last_seq"] == 3
+
+
+def test_events_are_published_for_external_subscribers(node: NodeProcess, git_repo: Path) -> None:
+    url = json.loads((node.home / "node.json").read_text())["nats_url"]
+    got: list[ev.Envelope] = []
+
+    async def subscribe_and_act() -> None:
+        nc = await nats.connect(url)
+        sub = await nc.subscribe("claudedo.evt.task.*.TaskQueued")
+        await nc.flush()
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: node.ok("task", "add", "demo", "T", "--queue")
+        )
+        msg = await sub.next_msg(timeout=10)
+        got.append(ev.decode(msg.data))
+        await nc.close()
+
+    _list(node, git_repo)
+    asyncio.run(subscribe_and_act())
+    assert isinstance(got[0].event, ev.TaskQueued)
+    wait_until(lambda: node.ok("tasks", "--status", "queued"), what="queued task")
+
+
+def test_a_foreign_message_on_a_task_subject_does_not_block_the_task(node: NodeProcess, git_repo: Path) -> None:  # fmt: skip
+    url = json.loads((node.home / "node.json").read_text())["nats_url"]
+    _list(node, git_repo)
+    t = node.ok("task", "add", "demo", "T")["id"]
+
+    async def publish() -> None:
+        nc = await nats.connect(url)
+        await nc.jetstream().publish(f"claudedo.evt.task.{t}.TaskQueued", b"{}")
+        await nc.close()
+
+    asyncio.run(publish())
+    assert node.ok("task", "queue", t)[0]["status"] == "queued"

@@ -1,0 +1,149 @@
+"""The projector: batches, checkpoint in the same transaction, gaps, foreign messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+import events as ev
+from projections import GapError, Projection
+
+ORIGIN = ev.Origin(node_id="n", correlation_id="c", actor="user:t")
+
+
+class Log:
+    """An in-memory sequence of stored messages, numbered like a stream."""
+
+    def __init__(self) -> None:
+        self.raws: list[ev.RawEvent] = []
+
+    def add(self, event: ev.Event, aggregate_id: str) -> ev.Envelope:
+        env = ev.envelop(event, aggregate_id, ORIGIN)
+        self.raws.append(ev.RawEvent(len(self.raws) + 1, env.subject, ev.encode(env)))
+        return env
+
+    def add_raw(self, subject: str, data: bytes) -> None:
+        self.raws.append(ev.RawEvent(len(self.raws) + 1, subject, data))
+
+
+def _one_task_lifecycle(log: Log) -> str:
+    log.add(ev.ListCreated(name="l", dir="/repo"), "l1")
+    log.add(ev.TaskCreated(list_id="l1", title="t", subtasks=(ev.Subtask(subtask_id="s1", title="a"),)), "t1")  # fmt: skip
+    log.add(ev.TaskQueued(), "t1")
+    log.add(ev.TaskClaimed(node_id="n", slot=0), "t1")
+    log.add(ev.TaskStarted(node_id="n", slot=0, workdir="/w"), "t1")
+    log.add(ev.WorktreeCreated(path="/w", branch="claudedo/t1", base_branch="main", base_commit="abc"), "t1")  # fmt: skip
+    log.add(ev.RunStarted(run_number=1, node_id="n", slot=0, workdir="/w", prompt="t"), "t1")
+    log.add(ev.RunSessionOpened(run_number=1, session_id="sess", cli_version="2.1.197"), "t1")
+    log.add(ev.RunFinished(run_number=1, success=True, result="ok", tokens_in=10, tokens_out=5,
+                           cost_usd=0.01, turn_count=2, line_count=9), "t1")  # fmt: skip
+    log.add(ev.WorktreeCommitted(run_number=1, commit="def", files_changed=2, insertions=3, deletions=1), "t1")  # fmt: skip
+    log.add(ev.TaskCompleted(result="ok"), "t1")
+    return "t1"
+
+
+def test_a_batch_projects_tasks_runs_worktrees_and_events(tmp_path: Path) -> None:
+    log = Log()
+    _one_task_lifecycle(log)
+    p = Projection(tmp_path / "p.duckdb")
+    assert p.apply(log.raws) == len(log.raws)
+    con = p.con
+    assert con.execute("SELECT status, result, run_count FROM tasks").fetchall() == [("done", "ok", 1)]
+    assert con.execute("SELECT session_id, cli_version, tokens_in, cost_usd, success FROM runs").fetchall() == [
+        ("sess", "2.1.197", 10, 0.01, True)
+    ]  # fmt: skip
+    assert con.execute("SELECT status, head_commit, files_changed FROM worktrees").fetchall() == [
+        ("active", "def", 2)
+    ]
+    assert con.execute("SELECT count(*), min(seq), max(seq) FROM events").fetchone() == (11, 1, 11)
+    assert con.execute("SELECT count(*) FROM events WHERE task_id = 't1' AND list_id = 'l1'").fetchone() == (10,)  # fmt: skip
+    assert con.execute("SELECT seq FROM projection_checkpoint").fetchone() == (11,)
+
+
+def test_applying_the_same_batch_twice_changes_nothing(tmp_path: Path) -> None:
+    log = Log()
+    _one_task_lifecycle(log)
+    p = Projection(tmp_path / "p.duckdb")
+    p.apply(log.raws[:5])
+    p.apply(log.raws)  # overlaps the first batch: the old part is skipped
+    p.apply(log.raws)
+    assert p.con.execute("SELECT count(*), count(DISTINCT seq) FROM events").fetchone() == (11, 11)
+
+
+def test_a_batch_after_a_gap_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    log = Log()
+    _one_task_lifecycle(log)
+    p = Projection(tmp_path / "p.duckdb")
+    p.apply(log.raws[:3])
+    with pytest.raises(GapError):
+        p.apply(log.raws[4:])
+    assert p.checkpoint == 3
+    assert p.con.execute("SELECT max(seq) FROM events").fetchone() == (3,)
+
+
+def test_the_checkpoint_never_moves_past_an_unapplied_event(tmp_path: Path) -> None:
+    log = Log()
+    _one_task_lifecycle(log)
+    path = tmp_path / "p.duckdb"
+    p = Projection(path)
+    p.apply(log.raws[:4])
+    # A real failure in the middle of the next batch's transaction: the runs table is gone.
+    p.con.execute("DROP TABLE runs")
+    with pytest.raises(Exception, match="runs"):
+        p.apply(log.raws[4:])
+    assert p.checkpoint == 4
+    assert p.con.execute("SELECT seq FROM projection_checkpoint").fetchone() == (4,)
+    assert p.con.execute("SELECT status FROM tasks").fetchall() == [("claimed",)]
+    assert p.con.execute("SELECT max(seq) FROM events").fetchone() == (4,)
+    p.close()
+    # Reopened (the table comes back), the same events apply exactly once.
+    p = Projection(path)
+    assert p.checkpoint == 4
+    p.apply(log.raws)
+    assert p.con.execute("SELECT status FROM tasks").fetchall() == [("done",)]
+    assert p.con.execute("SELECT count(*), count(DISTINCT seq) FROM events").fetchone() == (11, 11)
+
+
+def test_foreign_messages_are_skipped_and_recorded(tmp_path: Path) -> None:
+    log = Log()
+    log.add(ev.ListCreated(name="l"), "l1")
+    log.add_raw("claudedo.evt.task.x.Bogus", b"garbage")
+    log.add_raw("claudedo.evt.task.x.TaskQueued", b'{"hello": 1}')
+    env = ev.envelop(ev.TaskQueued(), "t9", ORIGIN)
+    log.add_raw("claudedo.evt.task.other.TaskQueued", ev.encode(env))  # subject lies
+    log.add(ev.TaskQueued(), "never-created")  # an event for a task that does not exist
+    log.add(ev.TaskCreated(list_id="l1", title="t"), "t1")
+    p = Projection(tmp_path / "p.duckdb")
+    assert p.apply(log.raws) == 6
+    skipped = p.con.execute("SELECT seq FROM skipped_messages ORDER BY seq").fetchall()
+    assert [s for (s,) in skipped] == [2, 3, 4, 5]
+    assert p.con.execute("SELECT count(*) FROM tasks").fetchone() == (1,)
+
+
+def test_an_event_stored_twice_is_applied_once(tmp_path: Path) -> None:
+    log = Log()
+    log.add(ev.ListCreated(name="l"), "l1")
+    log.add(ev.TaskCreated(list_id="l1", title="t"), "t1")
+    sub = log.add(ev.SubtaskAdded(subtask_id="s", title="a"), "t1")
+    # The same event again (published after the server's duplicate window): same event id.
+    log.add_raw(sub.subject, ev.encode(sub))
+    p = Projection(tmp_path / "p.duckdb")
+    p.apply(log.raws[:3])
+    p.apply(log.raws[3:])
+    assert p.con.execute("SELECT count(*) FROM subtasks").fetchone() == (1,)
+    assert p.con.execute("SELECT count(*) FROM skipped_messages").fetchone() == (1,)
+
+
+def test_state_read_back_from_rows_equals_the_folded_state(tmp_path: Path) -> None:
+    log = Log()
+    _one_task_lifecycle(log)
+    path = tmp_path / "p.duckdb"
+    p = Projection(path)
+    p.apply(log.raws)
+    folded = p.task_state("t1")
+    p.close()
+    fresh = Projection(path)  # empty cache: the state comes from the rows
+    assert fresh.task_state("t1") == folded
+    assert msgspec.structs.asdict(fresh.list_state("l1"))["name"] == "l"  # type: ignore[arg-type]
