@@ -70,11 +70,25 @@ def kill_stale(pid_file: Path, store_dir: Path) -> None:
         return
     log.warning("stopping nats-server pid %d left by a previous node", pid)
     proc.terminate()
-    try:
-        proc.wait(10)
-    except psutil.TimeoutExpired:
+    if not _wait_gone(proc, 10):
         proc.kill()
-        proc.wait(5)
+        if not _wait_gone(proc, 5):
+            raise ClaudeDoError(
+                f"nats-server pid {pid} left on {store_dir} does not stop", code="nats_failed"
+            )
+
+
+def _wait_gone(proc: psutil.Process, timeout_s: float) -> bool:
+    """Wait for a process that may not be our child; a zombie counts as gone."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)  # polling another process's exit: nothing to wait on
+    return False
 
 
 class EmbeddedNats:

@@ -183,8 +183,8 @@ class Node:
             _quietly(self._nats.stop)
         if self.node_id:
             self.home.node_file.unlink(missing_ok=True)
+            log.info("node %s stopped", self.node_id)
         self._lock.release()
-        log.info("node %s stopped", self.node_id or "(not started)")
 
 
 def _quietly(fn: Any) -> None:

@@ -1,0 +1,145 @@
+"""The node's life: clean stop, one node per home, stable id, restarts after kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+import events as ev
+from claudedo_actors.natsserver import find_nats_server, free_port
+from events.log import EventLog
+from tests.conftest import JetStreamEnv, NodeProcess, wait_until
+
+
+def _nats_pid(node: NodeProcess) -> int:
+    return int((node.home / "nats" / "nats-server.pid").read_text())
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_sigterm_stops_the_node_and_its_nats_server(node: NodeProcess) -> None:
+    nats_pid = _nats_pid(node)
+    assert psutil.pid_exists(nats_pid)
+    assert node.stop() == 0
+    wait_until(lambda: _gone(nats_pid), what="nats-server to exit")
+    assert not (node.home / "node.json").exists()
+
+
+def test_a_second_node_on_the_same_home_is_refused(node: NodeProcess) -> None:
+    second = subprocess.run(
+        [sys.executable, "-m", "claudedo_actors", "up"],
+        env=node.env(), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert second.returncode == 1
+    assert second.stderr == f"error: a node is already running on home {node.home} (pid {node.proc.pid})\n"  # type: ignore[union-attr]  # fmt: skip
+    assert node.ok("info")["node_id"]  # the first one is unharmed
+
+
+def test_the_node_id_is_stable_per_home(node: NodeProcess, git_repo: Path) -> None:
+    first = node.ok("info")["node_id"]
+    node.ok("list", "add", "demo", "--dir", str(git_repo))
+    node.stop()
+    node.start()
+    assert node.ok("info")["node_id"] == first
+    assert [r["name"] for r in node.ok("list", "ls")] == ["demo"]
+
+
+def test_after_kill_9_the_node_restarts_with_nothing_lost(node: NodeProcess, git_repo: Path) -> None:
+    node.ok("list", "add", "demo", "--dir", str(git_repo))
+    ids = [node.ok("task", "add", "demo", f"T{i}", "--queue")["id"] for i in range(3)]
+    nats_pid = _nats_pid(node)
+    node.kill9()
+    node.start()
+    wait_until(lambda: _gone(nats_pid), what="the old nats-server to be gone")
+    assert {r["id"] for r in node.ok("tasks", "--status", "queued")} == set(ids)
+    info = node.ok("info")
+    assert info["last_seq"] == info["checkpoint_seq"] == 7
+
+
+def test_a_leftover_nats_server_on_the_store_never_blocks_the_start(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path / "home")
+    store = node.home / "nats"
+    store.mkdir(parents=True)
+    pid_file = store / "nats-server.pid"
+    # A server a crashed node left behind (its parent-death signal never came, e.g. on macOS).
+    leftover = subprocess.Popen(
+        [find_nats_server(), "--jetstream", "--store_dir", str(store), "--addr", "127.0.0.1",
+         "--port", str(free_port()), "--pid", str(pid_file)],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_until(pid_file.exists, what="leftover pid file")
+    try:
+        node.start()
+        assert leftover.wait(20) is not None
+        assert node.ok("info")["node_id"]
+    finally:
+        if leftover.poll() is None:
+            leftover.kill()
+        if node.proc is not None and node.proc.poll() is None:
+            node.stop()
+
+
+def test_kill_9_during_catch_up_applies_no_event_twice_and_misses_none(
+    tmp_path: Path, jsenv: JetStreamEnv, nats_url: str
+) -> None:
+    # 6,000 tasks' events are in the log before the node starts; it is killed while its
+    # projector catches up (batches of 5,000), then restarted.
+    log = EventLog(jsenv.js)
+    jsenv.run(log.ensure_stream())
+    origin = ev.Origin(node_id="loader", correlation_id="bulk", actor="user:test")
+
+    async def load() -> int:
+        futs = []
+        futs.append(await jsenv.js.publish_async(*_pub(ev.ListCreated(name="bulk"), "l1", origin)))
+        for i in range(6000):
+            t = f"task-{i:05d}"
+            futs.append(await jsenv.js.publish_async(*_pub(ev.TaskCreated(list_id="l1", title=f"T{i}"), t, origin)))  # fmt: skip
+            futs.append(await jsenv.js.publish_async(*_pub(ev.TaskQueued(), t, origin)))
+        await asyncio.gather(*futs)
+        return await log.last_seq()
+
+    last = jsenv.run(load())
+    node = NodeProcess(tmp_path / "home", ["--nats", nats_url])
+    node.start()
+
+    def checkpoint() -> int:
+        return int(json.loads(node.cli("info", "--json").out)["checkpoint_seq"])
+
+    wait_until(lambda: checkpoint() > 0, what="projector to start applying")
+    node.kill9()
+    node.start()
+    wait_until(lambda: checkpoint() == last, 60, "projector to catch up")
+    counts = node.ok("sql", "select count(*) as n, count(distinct seq) as d, max(seq) as m from events")  # fmt: skip
+    assert counts == [{"n": last, "d": last, "m": last}]
+    assert node.ok("sql", "select status, count(*) as n from tasks group by 1") == [
+        {"status": "queued", "n": 6000}
+    ]
+    node.stop()
+
+
+def _pub(event: ev.Event, aggregate_id: str, origin: ev.Origin) -> tuple[str, bytes]:
+    env = ev.envelop(event, aggregate_id, origin)
+    return env.subject, ev.encode(env)
+
+
+def test_no_process_of_the_node_survives_it(node: NodeProcess) -> None:
+    assert node.proc is not None
+    children = psutil.Process(node.proc.pid).children(recursive=True)
+    assert children, "the embedded nats-server is a child of the node"
+    node.stop()
+    for child in children:
+        wait_until(lambda c=child: _gone(c.pid), what=f"child {child.pid} to exit")
+    assert os.environ.get("CLAUDEDO_HOME") != str(node.home)
