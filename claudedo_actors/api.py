@@ -13,12 +13,12 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 import events as ev
-from events.errors import ClaudeDoError, Conflict, Invalid
-from projections import Projection
-from projections import queries as q
 from claudedo_actors import requests as rq
 from claudedo_actors.commands import Decider, Plan, prepare
 from claudedo_actors.projector_actor import ProjectionFeed
+from events.errors import ClaudeDoError, Conflict, Invalid
+from projections import Projection
+from projections import queries as q
 
 log = logging.getLogger("claudedo.api")
 
@@ -143,8 +143,12 @@ class Api:
         )
         results = []
         for task_id in dict.fromkeys(ids):
-            one = msgspec.structs.replace(req, tasks=[task_id])
-            results.append(await self.command(one, lambda d, one=one: decide(d, one)))
+            one: rq.TaskIds = msgspec.structs.replace(req, tasks=[task_id])
+
+            def decide_one(d: Decider, one: rq.TaskIds = one) -> Plan:
+                return decide(d, one)
+
+            results.append(await self.command(one, decide_one))
         return results
 
     async def rebuild(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -49,9 +50,7 @@ class NatsBridge:
     def stop(self) -> None:
         if self._thread.is_alive():
             if self.nc is not None:
-                try:
+                with contextlib.suppress(Exception):
                     self.call(self.nc.drain(), timeout_s=5)
-                except Exception:  # noqa: BLE001 - closing a connection that may be gone
-                    pass
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)

@@ -108,8 +108,13 @@ def app() -> None:
     envvar="CLAUDEDO_NATS_URL",
     help="Use this NATS server (e.g. nats://host:4222) instead of an embedded one.",
 )
-@click.option("--slots", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Tasks this node runs at once.")  # fmt: skip
+@click.option(
+    "--slots",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Tasks this node runs at once.",
+)
 def up(home: Path | None, nats: str | None, slots: int) -> None:
     """Start a node: embedded NATS (unless --nats), projector and API. Stops on Ctrl-C."""
     import logging
@@ -268,7 +273,9 @@ def _many_command(verb: str, help_text: str) -> None:
         _emit(_request(home, f"task.{verb}", {"tasks": list(ids)}), as_json, "tasks")
 
 
-_many_command("queue", "Queue tasks for a free slot (drafts; done, failed or cancelled ones rerun).")
+_many_command(
+    "queue", "Queue tasks for a free slot (drafts; done, failed or cancelled ones rerun)."
+)
 _many_command("unqueue", "Take queued tasks back to draft.")
 _many_command("cancel", "Cancel tasks (a running one is stopped by its slot).")
 
@@ -390,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
-    except Exception as exc:  # noqa: BLE001 - a traceback never reaches the user
+    except Exception as exc:
         if os.environ.get("CLAUDEDO_DEBUG"):
             raise
         sys.stderr.write(f"error: unexpected {type(exc).__name__}: {exc}\n")

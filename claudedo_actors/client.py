@@ -19,7 +19,7 @@ def default_actor() -> str:
     """Who asks: the OS user and host of the CLI."""
     try:
         user = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user name in some containers
+    except Exception:
         user = str(os.getuid())
     return f"user:{user}@{socket.gethostname()}"
 
@@ -70,7 +70,7 @@ class NodeClient:
                 max_reconnect_attempts=0,
                 error_cb=_ignore,
             )
-        except (NoServersError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, NoServersError, OSError):
             raise Unavailable(f"cannot reach the node's NATS server at {url}") from None
         try:
             msg = await nc.request(subject, data, timeout=self.timeout_s)

@@ -13,10 +13,10 @@ import msgspec
 from msgspec import UNSET
 
 import events as ev
+from claudedo_actors import requests as rq
 from events.errors import ClaudeDoError, Conflict, Invalid, NotFound
 from projections import Projection, TaskState, refusal
 from projections import queries as q
-from claudedo_actors import requests as rq
 
 PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
 _MAX_TITLE = 500

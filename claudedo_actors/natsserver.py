@@ -111,12 +111,17 @@ class EmbeddedNats:
             argv = [
                 binary,
                 "--jetstream",
-                "--store_dir", str(self.store_dir),
-                "--addr", "127.0.0.1",
-                "--port", str(port),
-                "--pid", str(self.pid_file),
-                "--server_name", self.server_name,
-            ]  # fmt: skip
+                "--store_dir",
+                str(self.store_dir),
+                "--addr",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--pid",
+                str(self.pid_file),
+                "--server_name",
+                self.server_name,
+            ]
             log_path = self.store_dir / "nats-server.log"
             with open(log_path, "ab") as out:
                 self.proc = subprocess.Popen(
@@ -124,7 +129,7 @@ class EmbeddedNats:
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=out,
-                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl
+                    preexec_fn=_die_with_parent,
                 )
             if self._wait_ready(port, timeout_s):
                 self.url = f"nats://127.0.0.1:{port}"

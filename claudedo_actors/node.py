@@ -13,14 +13,14 @@ from typing import Any
 
 import pykka
 
-from events.errors import ClaudeDoError
-from events.log import STREAM
 from claudedo_actors.api import Api
 from claudedo_actors.bridge import NatsBridge
 from claudedo_actors.home import Home, NodeAddress
 from claudedo_actors.natsserver import EmbeddedNats
 from claudedo_actors.projector_actor import ProjectionFeed, ProjectorActor
 from claudedo_actors.supervisor import Supervisor
+from events.errors import ClaudeDoError
+from events.log import STREAM
 
 log = logging.getLogger("claudedo.node")
 
@@ -82,7 +82,8 @@ class Node:
     def run(self) -> int:
         """Start, serve until told to stop, stop cleanly. Returns the exit code."""
         previous = {
-            s: signal.signal(s, lambda *_: self.request_stop()) for s in (signal.SIGINT, signal.SIGTERM)
+            s: signal.signal(s, lambda *_: self.request_stop())
+            for s in (signal.SIGINT, signal.SIGTERM)
         }
         try:
             self.start()
@@ -172,11 +173,11 @@ class Node:
         bridge = self._bridge
         if bridge is not None:
             if self._api is not None:
-                _quietly(lambda: bridge.call(self._api.stop(), timeout_s=5))  # type: ignore[union-attr]
+                _quietly(lambda: bridge.call(self._api.stop(), timeout_s=5))
             if self._feed is not None:
-                _quietly(lambda: bridge.call(self._feed.stop(), timeout_s=5))  # type: ignore[union-attr]
+                _quietly(lambda: bridge.call(self._feed.stop(), timeout_s=5))
         if self._supervisor is not None:
-            _quietly(lambda: self._supervisor.stop(block=True, timeout=30))  # type: ignore[union-attr]
+            _quietly(lambda: self._supervisor.stop(block=True, timeout=30))
         if bridge is not None:
             _quietly(bridge.stop)
         if self._nats is not None:
@@ -190,5 +191,5 @@ class Node:
 def _quietly(fn: Any) -> None:
     try:
         fn()
-    except Exception:  # noqa: BLE001 - shutdown goes on whatever one part says
+    except Exception:
         log.exception("while stopping")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -89,10 +90,8 @@ class ProjectionFeed:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def run_in_projection(self, fn: Callable[[Projection], T]) -> T:
         result: T = await _ask(self._projector().run(fn))
@@ -110,7 +109,7 @@ class ProjectionFeed:
                         log.info("projection at %d: re-reading the log from there", gap.checkpoint)
                         await self._advance(gap.checkpoint)
                         break
-                    except Exception as exc:  # noqa: BLE001 - the supervisor decides what next
+                    except Exception as exc:
                         log.exception("projector failed on a batch")
                         await asyncio.get_running_loop().run_in_executor(
                             None, self._on_failure, f"{type(exc).__name__}: {exc}"

@@ -37,15 +37,29 @@ def lists(rows: list[dict[str, Any]]) -> None:
         return
     table = Table("id", "name", "dir", "model", "tasks")
     for r in rows:
-        table.add_row(r["id"][:8], r["name"], r["dir"] or "(sandbox)", r["model"] or "",
-                      str(r.get("task_count", "")))  # fmt: skip
+        table.add_row(
+            r["id"][:8],
+            r["name"],
+            r["dir"] or "(sandbox)",
+            r["model"] or "",
+            str(r.get("task_count", "")),
+        )
     _console.print(table)
 
 
 def list_one(row: dict[str, Any]) -> None:
     _console.print(f"list {row['id'][:8]} [bold]{row['name']}[/bold]  ({row['id']})")
-    for key in ("dir", "model", "system_prompt", "agent_path", "permission_mode",
-                "allowed_tools", "max_budget_usd", "max_turns", "timeout_s"):  # fmt: skip
+    for key in (
+        "dir",
+        "model",
+        "system_prompt",
+        "agent_path",
+        "permission_mode",
+        "allowed_tools",
+        "max_budget_usd",
+        "max_turns",
+        "timeout_s",
+    ):
         if row.get(key) is not None:
             _console.print(f"  {key}: {_short(row[key], 100)}")
 
@@ -56,8 +70,14 @@ def tasks(rows: list[dict[str, Any]]) -> None:
         return
     table = Table("id", "status", "title", "list", "created", "finished")
     for r in rows:
-        table.add_row(r["id"][:8], r["status"], _short(r["title"], 50), r["list_id"][:8],
-                      _time(r["created_at"]), _time(r["finished_at"]))  # fmt: skip
+        table.add_row(
+            r["id"][:8],
+            r["status"],
+            _short(r["title"], 50),
+            r["list_id"][:8],
+            _time(r["created_at"]),
+            _time(r["finished_at"]),
+        )
     _console.print(table)
     _console.print(f"{len(rows)} task{'s' if len(rows) != 1 else ''}")
 
@@ -70,18 +90,33 @@ def task_one(task: dict[str, Any] | list[dict[str, Any]]) -> None:
     _console.print(f"  status: {task['status']}   list: {task['list_id'][:8]}")
     if task.get("description"):
         _console.print(f"  description: {_short(task['description'], 200)}")
-    for key in ("model", "system_prompt", "agent_path", "permission_mode", "allowed_tools",
-                "max_budget_usd", "max_turns", "timeout_s", "result", "error", "cause"):  # fmt: skip
+    for key in (
+        "model",
+        "system_prompt",
+        "agent_path",
+        "permission_mode",
+        "allowed_tools",
+        "max_budget_usd",
+        "max_turns",
+        "timeout_s",
+        "result",
+        "error",
+        "cause",
+    ):
         if task.get(key) is not None:
             _console.print(f"  {key}: {_short(task[key], 200)}")
-    _console.print(f"  created: {_time(task['created_at'])}   started: "
-                   f"{_time(task['started_at'])}   finished: {_time(task['finished_at'])}")  # fmt: skip
+    _console.print(
+        f"  created: {_time(task['created_at'])}   started: "
+        f"{_time(task['started_at'])}   finished: {_time(task['finished_at'])}"
+    )
     for sub in task.get("subtasks") or []:
         mark = "x" if sub["done"] else " "
         _console.print(f"  {sub['position'] + 1}. [{mark}] {sub['title']}", markup=False)
     for run in task.get("runs") or []:
-        _console.print(f"  run {run['run_number']}: {run.get('cause') or ''} "
-                       f"cost {run.get('cost_usd')}", markup=False)  # fmt: skip
+        _console.print(
+            f"  run {run['run_number']}: {run.get('cause') or ''} cost {run.get('cost_usd')}",
+            markup=False,
+        )
 
 
 def audit(rows: list[dict[str, Any]]) -> None:
@@ -92,8 +127,14 @@ def audit(rows: list[dict[str, Any]]) -> None:
             f"{k}={_short(json.dumps(v) if not isinstance(v, str) else v, 40)}"
             for k, v in r["payload"].items()
         )
-        table.add_row(str(r["seq"]), _time(r["occurred_at"]), r["type"], r["node"], r["actor"],
-                      _short(fields, 80))  # fmt: skip
+        table.add_row(
+            str(r["seq"]),
+            _time(r["occurred_at"]),
+            r["type"],
+            r["node"],
+            r["actor"],
+            _short(fields, 80),
+        )
     _console.print(table)
 
 

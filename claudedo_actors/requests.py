@@ -29,14 +29,14 @@ class AgentSettings(Request, kw_only=True, forbid_unknown_fields=True):
 class AgentSettingsChange(Request, kw_only=True, forbid_unknown_fields=True):
     """A change of agent settings: absent fields stay, null clears."""
 
-    model: str | None | UnsetType = UNSET
-    system_prompt: str | None | UnsetType = UNSET
-    agent_path: str | None | UnsetType = UNSET
-    permission_mode: str | None | UnsetType = UNSET
-    allowed_tools: list[str] | None | UnsetType = UNSET
-    max_budget_usd: float | None | UnsetType = UNSET
-    max_turns: int | None | UnsetType = UNSET
-    timeout_s: float | None | UnsetType = UNSET
+    model: str | UnsetType | None = UNSET
+    system_prompt: str | UnsetType | None = UNSET
+    agent_path: str | UnsetType | None = UNSET
+    permission_mode: str | UnsetType | None = UNSET
+    allowed_tools: list[str] | UnsetType | None = UNSET
+    max_budget_usd: float | UnsetType | None = UNSET
+    max_turns: int | UnsetType | None = UNSET
+    timeout_s: float | UnsetType | None = UNSET
 
 
 class CreateList(AgentSettings, kw_only=True, forbid_unknown_fields=True):
@@ -47,7 +47,7 @@ class CreateList(AgentSettings, kw_only=True, forbid_unknown_fields=True):
 class ConfigureList(AgentSettingsChange, kw_only=True, forbid_unknown_fields=True):
     list_ref: str = msgspec.field(name="list")
     name: str | UnsetType = UNSET
-    dir: str | None | UnsetType = UNSET
+    dir: str | UnsetType | None = UNSET
 
 
 class ListLists(Request, kw_only=True, forbid_unknown_fields=True):

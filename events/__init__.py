@@ -1,5 +1,7 @@
 """ClaudeDo's events: what happened, as immutable structs, their codec, subjects and log."""
 
+from typing import TYPE_CHECKING
+
 from events._base import Event, ListEvent, TaskEvent
 from events._ids import new_aggregate_id, new_event_id
 from events.catalog import AGGREGATES, ALL_EVENTS, EVENTS_BY_NAME, AnyEvent
@@ -42,6 +44,16 @@ from events.tasks import (
     WorktreeDiscarded,
     WorktreeMerged,
 )
+
+if TYPE_CHECKING:
+    from events.log import (
+        STREAM,
+        ConcurrencyError,
+        EventLog,
+        EventReader,
+        RawEvent,
+        stream_config,
+    )
 
 # The log needs nats-py, which is slow to import: loaded on first use (PEP 562), so the CLI's
 # start stays quick.

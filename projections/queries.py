@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -217,10 +218,8 @@ def run_sql(p: Projection, query: str) -> tuple[list[str], list[list[Any]]]:
     except duckdb.Error as exc:
         raise Invalid(f"SQL error: {_one_line(exc)}") from None
     finally:
-        try:
+        with contextlib.suppress(duckdb.Error):
             cur.execute("ROLLBACK")
-        except duckdb.Error:
-            pass
         cur.close()
 
 

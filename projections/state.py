@@ -261,8 +261,11 @@ def fold_task(state: TaskState | None, env: ev.Envelope, seq: int) -> TaskState:
         )
     if state is None:
         raise ValueError(f"{type(e).__name__} for unknown task {env.aggregate_id}")
-    s = replace(state, updated_at=at, last_seq=seq)
-    return _TASK_STEPS[type(e)](s, e, at)
+    step = _TASK_STEPS.get(type(e))
+    if step is None:
+        raise ValueError(f"{type(e).__name__} is not a task event")
+    new: TaskState = step(replace(state, updated_at=at, last_seq=seq), e, at)
+    return new
 
 
 def _edited(s: TaskState, e: ev.TaskEdited, at: datetime) -> TaskState:
@@ -433,7 +436,7 @@ def _run_started(s: TaskState, e: ev.RunStarted, at: datetime) -> TaskState:
         log_path=e.log_path,
         started_at=at,
     )
-    runs = tuple(r for r in s.runs if r.run_number != e.run_number) + (run,)
+    runs = (*tuple(r for r in s.runs if r.run_number != e.run_number), run)
     return replace(s, runs=runs, run_count=max(s.run_count, e.run_number))
 
 

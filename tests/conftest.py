@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -39,8 +40,16 @@ def nats_url() -> Iterator[str]:
     store = tempfile.mkdtemp(prefix="claudedo-nats-")
     port = free_port()
     proc = subprocess.Popen(
-        [find_nats_server(), "--jetstream", "--store_dir", store, "--addr", "127.0.0.1",
-         "--port", str(port)],  # fmt: skip
+        [
+            find_nats_server(),
+            "--jetstream",
+            "--store_dir",
+            store,
+            "--addr",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -82,10 +91,8 @@ class JetStreamEnv:
     async def _drop_stream(self) -> None:
         from events.log import STREAM
 
-        try:
+        with contextlib.suppress(Exception):
             await self.js.delete_stream(STREAM)
-        except Exception:  # noqa: BLE001 - no stream yet
-            pass
 
     async def close(self) -> None:
         await self._drop_stream()
@@ -103,10 +110,19 @@ def jsenv(nats_url: str) -> Iterator[JetStreamEnv]:
 
 def _git(cwd: Path, *args: str) -> str:
     return subprocess.run(
-        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
-        env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-             "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"},
-    ).stdout  # fmt: skip
+        ["git", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@example.invalid",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@example.invalid",
+        },
+    ).stdout
 
 
 @pytest.fixture

@@ -13,8 +13,19 @@ import nats
 import events as ev
 from tests.conftest import NodeProcess, wait_until
 
-TASK_KEYS = {"id", "list_id", "title", "description", "status", "model", "result", "error",
-             "created_at", "started_at", "finished_at"}  # fmt: skip
+TASK_KEYS = {
+    "id",
+    "list_id",
+    "title",
+    "description",
+    "status",
+    "model",
+    "result",
+    "error",
+    "created_at",
+    "started_at",
+    "finished_at",
+}
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$")
 
 
@@ -46,9 +57,19 @@ def test_list_config_changes_and_clears_settings(node: NodeProcess, git_repo: Pa
 
 def test_task_add_show_and_tasks(node: NodeProcess, git_repo: Path) -> None:
     lst = _list(node, git_repo)
-    task = node.ok("task", "add", "demo", "Add retry", "-d", "  to the HTTP client ",
-                   "--subtask", "write test", "--subtask", "implement")  # fmt: skip
-    assert TASK_KEYS <= task.keys()
+    task = node.ok(
+        "task",
+        "add",
+        "demo",
+        "Add retry",
+        "-d",
+        "  to the HTTP client ",
+        "--subtask",
+        "write test",
+        "--subtask",
+        "implement",
+    )
+    assert task.keys() >= TASK_KEYS
     assert task["status"] == "draft" and task["list_id"] == lst["id"]
     assert task["description"] == "to the HTTP client"
     assert [s["title"] for s in task["subtasks"]] == ["write test", "implement"]
@@ -56,7 +77,7 @@ def test_task_add_show_and_tasks(node: NodeProcess, git_repo: Path) -> None:
     shown = node.ok("task", "show", task["id"][:8])
     assert shown["id"] == task["id"]
     rows = node.ok("tasks")
-    assert [r["id"] for r in rows] == [task["id"]] and TASK_KEYS <= rows[0].keys()
+    assert [r["id"] for r in rows] == [task["id"]] and rows[0].keys() >= TASK_KEYS
 
 
 def test_task_add_by_list_id_prefix_and_queue_flag(node: NodeProcess, git_repo: Path) -> None:
@@ -112,11 +133,19 @@ def test_sql_reads_and_refuses_writes(node: NodeProcess, git_repo: Path) -> None
     node.ok("task", "add", "demo", "B")
     rows = node.ok("sql", "select status, count(*) as n from tasks group by 1 order by 1")
     assert rows == [{"status": "draft", "n": 1}, {"status": "queued", "n": 1}]
-    for statement in ("delete from tasks", "drop table tasks", "insert into lists select * from lists",
-                      "copy tasks to 'x.csv'", "attach 'x.db'", "select 1; delete from tasks",
-                      "select * from read_csv('/etc/passwd')"):  # fmt: skip
+    for statement in (
+        "delete from tasks",
+        "drop table tasks",
+        "insert into lists select * from lists",
+        "copy tasks to 'x.csv'",
+        "attach 'x.db'",
+        "select 1; delete from tasks",
+        "select * from read_csv('/etc/passwd')",
+    ):
         res = node.cli("sql", statement)
-        assert res.code != 0 and res.err.startswith("error: ") and res.err.count("\n") == 1, statement
+        assert res.code != 0 and res.err.startswith("error: ") and res.err.count("\n") == 1, (
+            statement
+        )
     assert node.ok("sql", "select count(*) as n from tasks") == [{"n": 2}]
 
 
@@ -140,7 +169,9 @@ def test_rebuild_gives_identical_results(node: NodeProcess, git_repo: Path) -> N
     assert len(node.ok("tasks")) == 6
 
 
-def test_bad_input_is_one_line_and_a_non_zero_exit(node: NodeProcess, git_repo: Path, tmp_path: Path) -> None:  # fmt: skip
+def test_bad_input_is_one_line_and_a_non_zero_exit(
+    node: NodeProcess, git_repo: Path, tmp_path: Path
+) -> None:
     _list(node, git_repo)
     plain = tmp_path / "plain"
     plain.mkdir()
@@ -189,7 +220,11 @@ def test_no_node_running_is_a_clear_error(tmp_path: Path) -> None:
     idle.home.mkdir()
     for args in (("tasks",), ("info",), ("list", "ls")):
         res = idle.cli(*args)
-        assert res.code == 1 and res.err == f"error: no node running for home {idle.home} (start one with: claudedo up)\n"  # fmt: skip
+        assert (
+            res.code == 1
+            and res.err
+            == f"error: no node running for home {idle.home} (start one with: claudedo up)\n"
+        )
 
 
 def test_malformed_api_requests_get_an_error_and_the_node_lives(node: NodeProcess) -> None:
@@ -218,7 +253,9 @@ def test_malformed_api_requests_get_an_error_and_the_node_lives(node: NodeProces
     assert node.ok("info")["node_id"]
 
 
-def test_foreign_messages_on_event_subjects_are_skipped_and_recorded(node: NodeProcess, git_repo: Path) -> None:  # fmt: skip
+def test_foreign_messages_on_event_subjects_are_skipped_and_recorded(
+    node: NodeProcess, git_repo: Path
+) -> None:
     url = json.loads((node.home / "node.json").read_text())["nats_url"]
 
     async def publish() -> None:
@@ -233,7 +270,10 @@ def test_foreign_messages_on_event_subjects_are_skipped_and_recorded(node: NodeP
     # blocked by the foreign message on a list subject.
     _list(node, git_repo)
     skipped = node.ok("sql", "select subject, reason from skipped_messages order by seq")
-    assert [s["subject"] for s in skipped] == ["claudedo.evt.task.x.Bogus", "claudedo.evt.list.y.ListCreated"]  # fmt: skip
+    assert [s["subject"] for s in skipped] == [
+        "claudedo.evt.task.x.Bogus",
+        "claudedo.evt.list.y.ListCreated",
+    ]
     info = node.ok("info")
     assert info["checkpoint_seq"] == info["last_seq"] == 3
 
@@ -259,7 +299,9 @@ def test_events_are_published_for_external_subscribers(node: NodeProcess, git_re
     wait_until(lambda: node.ok("tasks", "--status", "queued"), what="queued task")
 
 
-def test_a_foreign_message_on_a_task_subject_does_not_block_the_task(node: NodeProcess, git_repo: Path) -> None:  # fmt: skip
+def test_a_foreign_message_on_a_task_subject_does_not_block_the_task(
+    node: NodeProcess, git_repo: Path
+) -> None:
     url = json.loads((node.home / "node.json").read_text())["nats_url"]
     _list(node, git_repo)
     t = node.ok("task", "add", "demo", "T")["id"]

@@ -45,11 +45,7 @@ def _full(cls: type[msgspec.Struct]) -> Any:
 def _minimal(cls: type[msgspec.Struct]) -> Any:
     hints = typing.get_type_hints(cls)
     return cls(
-        **{
-            f.name: _sample(hints[f.name])
-            for f in msgspec.structs.fields(cls)
-            if f.required
-        }
+        **{f.name: _sample(hints[f.name]) for f in msgspec.structs.fields(cls) if f.required}
     )
 
 
@@ -81,8 +77,10 @@ def test_envelope_carries_time_ordered_ids_and_utc_time() -> None:
     envs = [ev.envelop(ev.TaskQueued(), "t", ORIGIN) for _ in range(200)]
     ids = [e.event_id for e in envs]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
-    assert all(e.occurred_at.tzinfo is not None and e.occurred_at.utcoffset() == UTC.utcoffset(None)
-               for e in envs)  # fmt: skip
+    assert all(
+        e.occurred_at.tzinfo is not None and e.occurred_at.utcoffset() == UTC.utcoffset(None)
+        for e in envs
+    )
     assert envs[0].actor == "user:alice@host" and envs[0].correlation_id == "corr-1"
 
 
@@ -115,7 +113,12 @@ def test_task_created_v1_still_decodes_with_stable_subtask_ids() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"not json", b"[]", b'{"event": {"type": "NoSuchEvent"}}', b'{"event": {"type": "TaskQueued"}}'],
+    [
+        b"not json",
+        b"[]",
+        b'{"event": {"type": "NoSuchEvent"}}',
+        b'{"event": {"type": "TaskQueued"}}',
+    ],
 )
 def test_foreign_bytes_are_a_decode_error(data: bytes) -> None:
     with pytest.raises(ev.DecodeError):

@@ -39,10 +39,17 @@ def test_sigterm_stops_the_node_and_its_nats_server(node: NodeProcess) -> None:
 def test_a_second_node_on_the_same_home_is_refused(node: NodeProcess) -> None:
     second = subprocess.run(
         [sys.executable, "-m", "claudedo_actors", "up"],
-        env=node.env(), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        env=node.env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
     assert second.returncode == 1
-    assert second.stderr == f"error: a node is already running on home {node.home} (pid {node.proc.pid})\n"  # type: ignore[union-attr]  # fmt: skip
+    assert (
+        second.stderr
+        == f"error: a node is already running on home {node.home} (pid {node.proc.pid})\n"
+    )  # type: ignore[union-attr]
     assert node.ok("info")["node_id"]  # the first one is unharmed
 
 
@@ -55,7 +62,9 @@ def test_the_node_id_is_stable_per_home(node: NodeProcess, git_repo: Path) -> No
     assert [r["name"] for r in node.ok("list", "ls")] == ["demo"]
 
 
-def test_after_kill_9_the_node_restarts_with_nothing_lost(node: NodeProcess, git_repo: Path) -> None:
+def test_after_kill_9_the_node_restarts_with_nothing_lost(
+    node: NodeProcess, git_repo: Path
+) -> None:
     node.ok("list", "add", "demo", "--dir", str(git_repo))
     ids = [node.ok("task", "add", "demo", f"T{i}", "--queue")["id"] for i in range(3)]
     nats_pid = _nats_pid(node)
@@ -74,8 +83,18 @@ def test_a_leftover_nats_server_on_the_store_never_blocks_the_start(tmp_path: Pa
     pid_file = store / "nats-server.pid"
     # A server a crashed node left behind (its parent-death signal never came, e.g. on macOS).
     leftover = subprocess.Popen(
-        [find_nats_server(), "--jetstream", "--store_dir", str(store), "--addr", "127.0.0.1",
-         "--port", str(free_port()), "--pid", str(pid_file)],  # fmt: skip
+        [
+            find_nats_server(),
+            "--jetstream",
+            "--store_dir",
+            str(store),
+            "--addr",
+            "127.0.0.1",
+            "--port",
+            str(free_port()),
+            "--pid",
+            str(pid_file),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -106,7 +125,11 @@ def test_kill_9_during_catch_up_applies_no_event_twice_and_misses_none(
         futs.append(await jsenv.js.publish_async(*_pub(ev.ListCreated(name="bulk"), "l1", origin)))
         for i in range(6000):
             t = f"task-{i:05d}"
-            futs.append(await jsenv.js.publish_async(*_pub(ev.TaskCreated(list_id="l1", title=f"T{i}"), t, origin)))  # fmt: skip
+            futs.append(
+                await jsenv.js.publish_async(
+                    *_pub(ev.TaskCreated(list_id="l1", title=f"T{i}"), t, origin)
+                )
+            )
             futs.append(await jsenv.js.publish_async(*_pub(ev.TaskQueued(), t, origin)))
         await asyncio.gather(*futs)
         return await log.last_seq()
@@ -122,7 +145,9 @@ def test_kill_9_during_catch_up_applies_no_event_twice_and_misses_none(
     node.kill9()
     node.start()
     wait_until(lambda: checkpoint() == last, 60, "projector to catch up")
-    counts = node.ok("sql", "select count(*) as n, count(distinct seq) as d, max(seq) as m from events")  # fmt: skip
+    counts = node.ok(
+        "sql", "select count(*) as n, count(distinct seq) as d, max(seq) as m from events"
+    )
     assert counts == [{"n": last, "d": last, "m": last}]
     assert node.ok("sql", "select status, count(*) as n from tasks group by 1") == [
         {"status": "queued", "n": 6000}

@@ -73,8 +73,12 @@ class Harness:
                 lst = self.pick(self.lists, cmd[1])
                 if lst is None:
                     return
-                req = rq.AddTask(list_ref=lst, title=f"task {len(self.tasks)}",
-                                 subtasks=[f"s{i}" for i in range(cmd[2])], queue=cmd[3])  # fmt: skip
+                req = rq.AddTask(
+                    list_ref=lst,
+                    title=f"task {len(self.tasks)}",
+                    subtasks=[f"s{i}" for i in range(cmd[2])],
+                    queue=cmd[3],
+                )
                 plan = d.add_task(req)
             elif kind in ("queue", "unqueue", "cancel"):
                 task = self.pick(self.tasks, cmd[1])
@@ -95,8 +99,9 @@ class Harness:
                 task = self.pick(self.tasks, cmd[1])
                 if task is None:
                     return
-                plan = d.mark_subtasks(rq.MarkSubtasks(task=task, subtasks=[str(cmd[2])]),
-                                       done=kind == "subdone")  # fmt: skip
+                plan = d.mark_subtasks(
+                    rq.MarkSubtasks(task=task, subtasks=[str(cmd[2])]), done=kind == "subdone"
+                )
             else:
                 self.work(cmd[1], cmd[2])
                 return
@@ -104,8 +109,12 @@ class Harness:
             return  # a refused command appends nothing
         self.append(plan.appends)
         self.sync(batch_size=1 + len(self.tasks) % 3)
-        self.lists = [r[0] for r in self.live.con.execute("SELECT id FROM lists ORDER BY id").fetchall()]  # fmt: skip
-        self.tasks = [r[0] for r in self.live.con.execute("SELECT id FROM tasks ORDER BY id").fetchall()]  # fmt: skip
+        self.lists = [
+            r[0] for r in self.live.con.execute("SELECT id FROM lists ORDER BY id").fetchall()
+        ]
+        self.tasks = [
+            r[0] for r in self.live.con.execute("SELECT id FROM tasks ORDER BY id").fetchall()
+        ]
 
     def work(self, i: int, outcome: str) -> None:
         """What a slot would append for a queued (or cancel-requested) task."""
@@ -128,10 +137,16 @@ class Harness:
             ]
             if outcome == "done":
                 events += [
-                    ev.RunFinished(run_number=n, success=True, result="ok", cost_usd=0.5,
-                                   structured_output={"n": n}),  # fmt: skip
-                    ev.WorktreeCommitted(run_number=n, commit=f"c{n}", files_changed=1,
-                                         insertions=2, deletions=0),  # fmt: skip
+                    ev.RunFinished(
+                        run_number=n,
+                        success=True,
+                        result="ok",
+                        cost_usd=0.5,
+                        structured_output={"n": n},
+                    ),
+                    ev.WorktreeCommitted(
+                        run_number=n, commit=f"c{n}", files_changed=1, insertions=2, deletions=0
+                    ),
                     ev.TaskCompleted(result="ok"),
                 ]
             elif outcome == "failed":
@@ -161,9 +176,13 @@ def _rows(p: Projection, table: str) -> list[tuple[Any, ...]]:
     return p.con.execute(f"SELECT {columns} FROM {table} ORDER BY ALL").fetchall()
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.lists(command, min_size=1, max_size=30))
-def test_live_projection_equals_a_rebuild_row_for_row(jsenv: JetStreamEnv, commands: list[Any]) -> None:  # fmt: skip
+def test_live_projection_equals_a_rebuild_row_for_row(
+    jsenv: JetStreamEnv, commands: list[Any]
+) -> None:
     with tempfile.TemporaryDirectory() as folder:
         h = Harness(jsenv, Path(folder))
         for cmd in commands:

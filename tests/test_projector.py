@@ -30,16 +30,38 @@ class Log:
 
 def _one_task_lifecycle(log: Log) -> str:
     log.add(ev.ListCreated(name="l", dir="/repo"), "l1")
-    log.add(ev.TaskCreated(list_id="l1", title="t", subtasks=(ev.Subtask(subtask_id="s1", title="a"),)), "t1")  # fmt: skip
+    log.add(
+        ev.TaskCreated(list_id="l1", title="t", subtasks=(ev.Subtask(subtask_id="s1", title="a"),)),
+        "t1",
+    )
     log.add(ev.TaskQueued(), "t1")
     log.add(ev.TaskClaimed(node_id="n", slot=0), "t1")
     log.add(ev.TaskStarted(node_id="n", slot=0, workdir="/w"), "t1")
-    log.add(ev.WorktreeCreated(path="/w", branch="claudedo/t1", base_branch="main", base_commit="abc"), "t1")  # fmt: skip
+    log.add(
+        ev.WorktreeCreated(path="/w", branch="claudedo/t1", base_branch="main", base_commit="abc"),
+        "t1",
+    )
     log.add(ev.RunStarted(run_number=1, node_id="n", slot=0, workdir="/w", prompt="t"), "t1")
     log.add(ev.RunSessionOpened(run_number=1, session_id="sess", cli_version="2.1.197"), "t1")
-    log.add(ev.RunFinished(run_number=1, success=True, result="ok", tokens_in=10, tokens_out=5,
-                           cost_usd=0.01, turn_count=2, line_count=9), "t1")  # fmt: skip
-    log.add(ev.WorktreeCommitted(run_number=1, commit="def", files_changed=2, insertions=3, deletions=1), "t1")  # fmt: skip
+    log.add(
+        ev.RunFinished(
+            run_number=1,
+            success=True,
+            result="ok",
+            tokens_in=10,
+            tokens_out=5,
+            cost_usd=0.01,
+            turn_count=2,
+            line_count=9,
+        ),
+        "t1",
+    )
+    log.add(
+        ev.WorktreeCommitted(
+            run_number=1, commit="def", files_changed=2, insertions=3, deletions=1
+        ),
+        "t1",
+    )
     log.add(ev.TaskCompleted(result="ok"), "t1")
     return "t1"
 
@@ -50,15 +72,19 @@ def test_a_batch_projects_tasks_runs_worktrees_and_events(tmp_path: Path) -> Non
     p = Projection(tmp_path / "p.duckdb")
     assert p.apply(log.raws) == len(log.raws)
     con = p.con
-    assert con.execute("SELECT status, result, run_count FROM tasks").fetchall() == [("done", "ok", 1)]
-    assert con.execute("SELECT session_id, cli_version, tokens_in, cost_usd, success FROM runs").fetchall() == [
-        ("sess", "2.1.197", 10, 0.01, True)
-    ]  # fmt: skip
+    assert con.execute("SELECT status, result, run_count FROM tasks").fetchall() == [
+        ("done", "ok", 1)
+    ]
+    assert con.execute(
+        "SELECT session_id, cli_version, tokens_in, cost_usd, success FROM runs"
+    ).fetchall() == [("sess", "2.1.197", 10, 0.01, True)]
     assert con.execute("SELECT status, head_commit, files_changed FROM worktrees").fetchall() == [
         ("active", "def", 2)
     ]
     assert con.execute("SELECT count(*), min(seq), max(seq) FROM events").fetchone() == (11, 1, 11)
-    assert con.execute("SELECT count(*) FROM events WHERE task_id = 't1' AND list_id = 'l1'").fetchone() == (10,)  # fmt: skip
+    assert con.execute(
+        "SELECT count(*) FROM events WHERE task_id = 't1' AND list_id = 'l1'"
+    ).fetchone() == (10,)
     assert con.execute("SELECT seq FROM projection_checkpoint").fetchone() == (11,)
 
 
