@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +15,16 @@ from nats.aio.msg import Msg
 import events as ev
 from claudedo_actors import requests as rq
 from claudedo_actors.commands import Decider, Plan, prepare
-from claudedo_actors.projector_actor import ProjectionFeed
+from claudedo_actors.projector_actor import ProjectionFeed, replay_batches
 from events.errors import ClaudeDoError, Conflict, Invalid
 from projections import Projection
 from projections import queries as q
+from projections.rebuild import rebuild_file
 
 log = logging.getLogger("claudedo.api")
 
 API_QUEUE_GROUP = "claudedo-api"
 _ATTEMPTS = 8
-_REBUILD_BATCH = 10_000
 
 Handler = Callable[["Api", Any], Awaitable[Any]]
 
@@ -41,6 +41,7 @@ class Api:
         info: Callable[[], dict[str, Any]],
         rebuild_path: Path,
         swap: Callable[[Path], Awaitable[int]],
+        nats_url: str,
     ) -> None:
         self.nc = nc
         self.log = log_
@@ -49,6 +50,7 @@ class Api:
         self._info = info
         self._rebuild_path = rebuild_path
         self._swap = swap
+        self.nats_url = nats_url
         self._rebuild_lock = asyncio.Lock()
         self._sub: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -155,29 +157,22 @@ class Api:
         """Replay the log into a fresh file, swap it in, and catch up."""
         async with self._rebuild_lock:
             loop = asyncio.get_running_loop()
-            path = self._rebuild_path
-            for stale in (path, path.with_name(path.name + ".wal")):
-                stale.unlink(missing_ok=True)
             target = await self.log.last_seq()
-            fresh = await loop.run_in_executor(None, Projection, path)
             started = loop.time()
-            try:
-                if target:
-                    reader = await self.log.read(1)
-                    try:
-                        while fresh.checkpoint < target:
-                            batch = await reader.next_batch(_REBUILD_BATCH, timeout_s=30.0)
-                            if not batch:
-                                raise ClaudeDoError("rebuild stalled reading the log")
-                            await loop.run_in_executor(None, fresh.apply, batch)
-                    finally:
-                        await reader.close()
-            finally:
-                await loop.run_in_executor(None, fresh.close)
+            batches = self.log_batches(1, target)
+            checkpoint = await loop.run_in_executor(None, rebuild_file, self._rebuild_path, batches)
             elapsed = loop.time() - started
-            checkpoint = await self._swap(path)
+            if checkpoint != target:
+                raise ClaudeDoError(
+                    f"rebuild stopped at {checkpoint} of {target}; kept the old one"
+                )
+            checkpoint = await self._swap(self._rebuild_path)
             await self.catch_up()
             return {"rebuilt_to_seq": target, "checkpoint_seq": checkpoint, "seconds": elapsed}
+
+    def log_batches(self, from_seq: int, until_seq: int) -> Iterable[list[ev.RawEvent]]:
+        """The log from `from_seq` to `until_seq`, read with the fast replay reader."""
+        return replay_batches(self.nats_url, self.log.stream, from_seq, until_seq)
 
 
 # --- routes ------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ class Node:
         self._projector = supervisor.start_child(
             "projector", lambda: ProjectorActor.start(self.home.projection_file)
         ).get()
-        self._feed = ProjectionFeed(bridge.log, self._projector_proxy, self._projector_failed)
+        self._feed = ProjectionFeed(bridge.log, self._projector_proxy, self._projector_failed, url)
         bridge.call(self._feed.start())
         self._api = Api(
             bridge.nc,
@@ -129,6 +129,7 @@ class Node:
             self.info,
             self.home.root / "projection.rebuild.duckdb",
             self._swap,
+            url,
         )
         bridge.call(self._api.start())
         NodeAddress(self.node_id, url, os.getpid()).write(self.home)

@@ -6,19 +6,52 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pykka
 
 from events.log import EventLog, RawEvent
+from events.replay import ReplayUnsupported, replay
 from projections import GapError, Projection
+from projections.rebuild import apply_pipelined
 
 log = logging.getLogger("claudedo.projector")
 
 T = TypeVar("T")
 _BATCH = 5_000
+_REPLAY_BATCH = 20_000
+# Behind by more than this, the feed first catches up with the bulk replay reader.
+_CATCH_UP_LAG = 2_000
+
+
+def replay_batches(
+    url: str, stream: str, from_seq: int, until_seq: int
+) -> Iterable[list[RawEvent]]:
+    """Batches of the log, read with the fast replay reader (nats-py where it cannot be used)."""
+    try:
+        yield from replay(url, stream, from_seq, until_seq, batch=_REPLAY_BATCH)
+    except ReplayUnsupported as exc:
+        log.info("bulk replay reader unavailable (%s): reading with nats-py", exc)
+        yield from _read_with_nats_py(url, stream, from_seq, until_seq)
+
+
+def _read_with_nats_py(
+    url: str, stream: str, from_seq: int, until_seq: int
+) -> Iterable[list[RawEvent]]:
+    import nats
+
+    async def read_all() -> list[RawEvent]:
+        nc = await nats.connect(url)
+        try:
+            return await EventLog(nc.jetstream(), stream).read_all(from_seq, until_seq)
+        finally:
+            await nc.close()
+
+    events = asyncio.run(read_all())
+    for i in range(0, len(events), _REPLAY_BATCH):
+        yield events[i : i + _REPLAY_BATCH]
 
 
 class ProjectorActor(pykka.ThreadingActor):
@@ -75,8 +108,10 @@ class ProjectionFeed:
         log_: EventLog,
         projector: Callable[[], Any],
         on_failure: Callable[[str], Any],
+        nats_url: str,
     ) -> None:
         self._log = log_
+        self._nats_url = nats_url
         self._projector = projector  # returns the current actor proxy (it may be restarted)
         self._on_failure = on_failure
         self.checkpoint = 0
@@ -97,8 +132,29 @@ class ProjectionFeed:
         result: T = await _ask(self._projector().run(fn))
         return result
 
+    async def _catch_up(self) -> None:
+        """Far behind (a restart after downtime): bulk-read up to the log's end first."""
+        last = await self._log.last_seq()
+        if last - self.checkpoint <= _CATCH_UP_LAG:
+            return
+        log.info("projection at %d, log at %d: catching up", self.checkpoint, last)
+        batches = replay_batches(self._nats_url, self._log.stream, self.checkpoint + 1, last)
+        loop = asyncio.get_running_loop()
+
+        def apply(batch: list[RawEvent]) -> int:
+            cp: int = self._projector().apply(batch).get()
+            loop.call_soon_threadsafe(lambda: loop.create_task(self._advance(cp)))
+            return cp
+
+        await loop.run_in_executor(None, apply_pipelined, batches, apply)
+        await self._advance(await _ask(self._projector().checkpoint()))
+
     async def _run(self) -> None:
         while True:
+            try:
+                await self._catch_up()
+            except Exception:
+                log.exception("bulk catch-up failed; reading the log event by event")
             reader = await self._log.read(self.checkpoint + 1)
             try:
                 while True:

@@ -264,34 +264,35 @@ def fold_task(state: TaskState | None, env: ev.Envelope, seq: int) -> TaskState:
     step = _TASK_STEPS.get(type(e))
     if step is None:
         raise ValueError(f"{type(e).__name__} is not a task event")
-    new: TaskState = step(replace(state, updated_at=at, last_seq=seq), e, at)
-    return new
+    # Each step names the fields it changes; one copy of the state per event.
+    return replace(state, updated_at=at, last_seq=seq, **step(state, e, at))
 
 
-def _edited(s: TaskState, e: ev.TaskEdited, at: datetime) -> TaskState:
-    return replace(s, **_changes(e, ("title", "description", *_CONFIG_FIELDS)))
+def _edited(s: TaskState, e: ev.TaskEdited, at: datetime) -> dict[str, Any]:
+    return _changes(e, ("title", "description", *_CONFIG_FIELDS))
 
 
-def _subtask_added(s: TaskState, e: ev.SubtaskAdded, at: datetime) -> TaskState:
+def _subtask_added(s: TaskState, e: ev.SubtaskAdded, at: datetime) -> dict[str, Any]:
     sub = SubtaskState(
         task_id=s.id, subtask_id=e.subtask_id, position=len(s.subtasks), title=e.title, done=False
     )
-    return replace(s, subtasks=(*s.subtasks, sub))
+    return {"subtasks": (*s.subtasks, sub)}
 
 
 def _subtask_marked(done: bool) -> Any:
-    def step(s: TaskState, e: ev.SubtaskCompleted | ev.SubtaskReopened, at: datetime) -> TaskState:
+    def step(
+        s: TaskState, e: ev.SubtaskCompleted | ev.SubtaskReopened, at: datetime
+    ) -> dict[str, Any]:
         subs = tuple(
             replace(x, done=done) if x.subtask_id == e.subtask_id else x for x in s.subtasks
         )
-        return replace(s, subtasks=subs)
+        return {"subtasks": subs}
 
     return step
 
 
-def _queued(s: TaskState, e: ev.TaskQueued, at: datetime) -> TaskState:
-    return replace(
-        s,
+def _queued(s: TaskState, e: ev.TaskQueued, at: datetime) -> dict[str, Any]:
+    return dict(
         status="queued",
         queued_at=at,
         finished_at=None,
@@ -302,17 +303,16 @@ def _queued(s: TaskState, e: ev.TaskQueued, at: datetime) -> TaskState:
     )
 
 
-def _unqueued(s: TaskState, e: ev.TaskUnqueued, at: datetime) -> TaskState:
-    return replace(s, status="draft", queued_at=None, follow_up_prompt=None)
+def _unqueued(s: TaskState, e: ev.TaskUnqueued, at: datetime) -> dict[str, Any]:
+    return dict(status="draft", queued_at=None, follow_up_prompt=None)
 
 
-def _claimed(s: TaskState, e: ev.TaskClaimed, at: datetime) -> TaskState:
-    return replace(s, status="claimed", claimed_by=e.node_id, slot=e.slot)
+def _claimed(s: TaskState, e: ev.TaskClaimed, at: datetime) -> dict[str, Any]:
+    return dict(status="claimed", claimed_by=e.node_id, slot=e.slot)
 
 
-def _started(s: TaskState, e: ev.TaskStarted, at: datetime) -> TaskState:
-    return replace(
-        s,
+def _started(s: TaskState, e: ev.TaskStarted, at: datetime) -> dict[str, Any]:
+    return dict(
         status="running",
         claimed_by=e.node_id,
         slot=e.slot,
@@ -324,31 +324,31 @@ def _started(s: TaskState, e: ev.TaskStarted, at: datetime) -> TaskState:
     )
 
 
-def _requeued(s: TaskState, e: ev.TaskRequeued, at: datetime) -> TaskState:
-    return replace(s, status="queued", queued_at=at, claimed_by=None, slot=None)
+def _requeued(s: TaskState, e: ev.TaskRequeued, at: datetime) -> dict[str, Any]:
+    return dict(status="queued", queued_at=at, claimed_by=None, slot=None)
 
 
-def _finish(s: TaskState, at: datetime, **fields: Any) -> TaskState:
-    return replace(s, finished_at=at, claimed_by=None, slot=None, cancel_requested=False, **fields)
+def _finish(at: datetime, **fields: Any) -> dict[str, Any]:
+    return dict(finished_at=at, claimed_by=None, slot=None, cancel_requested=False, **fields)
 
 
-def _completed(s: TaskState, e: ev.TaskCompleted, at: datetime) -> TaskState:
-    return _finish(s, at, status="done", result=e.result, error=None, cause=None)
+def _completed(s: TaskState, e: ev.TaskCompleted, at: datetime) -> dict[str, Any]:
+    return _finish(at, status="done", result=e.result, error=None, cause=None)
 
 
-def _failed(s: TaskState, e: ev.TaskFailed, at: datetime) -> TaskState:
-    return _finish(s, at, status="failed", error=e.error, cause=e.cause)
+def _failed(s: TaskState, e: ev.TaskFailed, at: datetime) -> dict[str, Any]:
+    return _finish(at, status="failed", error=e.error, cause=e.cause)
 
 
-def _cancel_requested(s: TaskState, e: ev.TaskCancelRequested, at: datetime) -> TaskState:
-    return replace(s, cancel_requested=True)
+def _cancel_requested(s: TaskState, e: ev.TaskCancelRequested, at: datetime) -> dict[str, Any]:
+    return dict(cancel_requested=True)
 
 
-def _cancelled(s: TaskState, e: ev.TaskCancelled, at: datetime) -> TaskState:
-    return _finish(s, at, status="cancelled", error=e.reason, cause="cancelled")
+def _cancelled(s: TaskState, e: ev.TaskCancelled, at: datetime) -> dict[str, Any]:
+    return _finish(at, status="cancelled", error=e.reason, cause="cancelled")
 
 
-def _worktree_created(s: TaskState, e: ev.WorktreeCreated, at: datetime) -> TaskState:
+def _worktree_created(s: TaskState, e: ev.WorktreeCreated, at: datetime) -> dict[str, Any]:
     wt = WorktreeState(
         task_id=s.id,
         kind="worktree",
@@ -367,10 +367,10 @@ def _worktree_created(s: TaskState, e: ev.WorktreeCreated, at: datetime) -> Task
         created_at=at,
         updated_at=at,
     )
-    return replace(s, worktree=wt)
+    return {"worktree": wt}
 
 
-def _sandbox_created(s: TaskState, e: ev.SandboxCreated, at: datetime) -> TaskState:
+def _sandbox_created(s: TaskState, e: ev.SandboxCreated, at: datetime) -> dict[str, Any]:
     wt = WorktreeState(
         task_id=s.id,
         kind="sandbox",
@@ -389,19 +389,19 @@ def _sandbox_created(s: TaskState, e: ev.SandboxCreated, at: datetime) -> TaskSt
         created_at=at,
         updated_at=at,
     )
-    return replace(s, worktree=wt)
+    return {"worktree": wt}
 
 
-def _with_worktree(s: TaskState, at: datetime, **fields: Any) -> TaskState:
+def _with_worktree(s: TaskState, at: datetime, **fields: Any) -> dict[str, Any]:
     if s.worktree is None:
-        return s
-    return replace(s, worktree=replace(s.worktree, updated_at=at, **fields))
+        return {}
+    return {"worktree": replace(s.worktree, updated_at=at, **fields)}
 
 
-def _worktree_committed(s: TaskState, e: ev.WorktreeCommitted, at: datetime) -> TaskState:
+def _worktree_committed(s: TaskState, e: ev.WorktreeCommitted, at: datetime) -> dict[str, Any]:
     wt = s.worktree
     if wt is None:
-        return s
+        return {}
     return _with_worktree(
         s,
         at,
@@ -413,15 +413,15 @@ def _worktree_committed(s: TaskState, e: ev.WorktreeCommitted, at: datetime) -> 
     )
 
 
-def _worktree_merged(s: TaskState, e: ev.WorktreeMerged, at: datetime) -> TaskState:
+def _worktree_merged(s: TaskState, e: ev.WorktreeMerged, at: datetime) -> dict[str, Any]:
     return _with_worktree(s, at, status="merged", merge_commit=e.merge_commit)
 
 
-def _worktree_discarded(s: TaskState, e: ev.WorktreeDiscarded, at: datetime) -> TaskState:
+def _worktree_discarded(s: TaskState, e: ev.WorktreeDiscarded, at: datetime) -> dict[str, Any]:
     return _with_worktree(s, at, status="discarded", kept_ref=e.kept_ref)
 
 
-def _run_started(s: TaskState, e: ev.RunStarted, at: datetime) -> TaskState:
+def _run_started(s: TaskState, e: ev.RunStarted, at: datetime) -> dict[str, Any]:
     run = RunState(
         task_id=s.id,
         run_number=e.run_number,
@@ -437,19 +437,19 @@ def _run_started(s: TaskState, e: ev.RunStarted, at: datetime) -> TaskState:
         started_at=at,
     )
     runs = (*tuple(r for r in s.runs if r.run_number != e.run_number), run)
-    return replace(s, runs=runs, run_count=max(s.run_count, e.run_number))
+    return dict(runs=runs, run_count=max(s.run_count, e.run_number))
 
 
-def _with_run(s: TaskState, run_number: int, **fields: Any) -> TaskState:
+def _with_run(s: TaskState, run_number: int, **fields: Any) -> dict[str, Any]:
     runs = tuple(replace(r, **fields) if r.run_number == run_number else r for r in s.runs)
-    return replace(s, runs=runs)
+    return {"runs": runs}
 
 
-def _run_spawned(s: TaskState, e: ev.RunProcessSpawned, at: datetime) -> TaskState:
+def _run_spawned(s: TaskState, e: ev.RunProcessSpawned, at: datetime) -> dict[str, Any]:
     return _with_run(s, e.run_number, pid=e.pid)
 
 
-def _run_session(s: TaskState, e: ev.RunSessionOpened, at: datetime) -> TaskState:
+def _run_session(s: TaskState, e: ev.RunSessionOpened, at: datetime) -> dict[str, Any]:
     return _with_run(
         s,
         e.run_number,
@@ -460,7 +460,7 @@ def _run_session(s: TaskState, e: ev.RunSessionOpened, at: datetime) -> TaskStat
     )
 
 
-def _run_finished(s: TaskState, e: ev.RunFinished, at: datetime) -> TaskState:
+def _run_finished(s: TaskState, e: ev.RunFinished, at: datetime) -> dict[str, Any]:
     structured = (
         None if e.structured_output is None else msgspec.json.encode(e.structured_output).decode()
     )

@@ -1,0 +1,76 @@
+"""The bulk replay reader returns exactly what the log holds, in order, for any range."""
+
+from __future__ import annotations
+
+import pytest
+
+import events as ev
+from events.log import STREAM, EventLog
+from events.replay import ReplayUnsupported, replay
+from projections.rebuild import apply_pipelined
+from tests.conftest import JetStreamEnv
+
+ORIGIN = ev.Origin(node_id="n", correlation_id="c", actor="user:t")
+
+
+def _fill(env: JetStreamEnv, n: int) -> EventLog:
+    log = EventLog(env.js)
+    env.run(log.ensure_stream())
+
+    async def load() -> None:
+        for i in range(n):
+            created = ev.envelop(ev.TaskCreated(list_id="l", title=f"t{i}"), f"t{i}", ORIGIN)
+            await log.append([created], expected_seq=0)
+
+    env.run(load())
+    return log
+
+
+def test_replay_equals_the_log_read_with_nats_py(jsenv: JetStreamEnv) -> None:
+    log = _fill(jsenv, 250)
+    expected = jsenv.run(log.read_all())
+    got = [e for batch in replay(jsenv.url, STREAM, 1, 250, batch=64) for e in batch]
+    assert got == expected
+
+
+@pytest.mark.parametrize(("start", "end"), [(1, 1), (10, 20), (200, 250), (250, 250)])
+def test_replay_returns_exactly_the_asked_range(jsenv: JetStreamEnv, start: int, end: int) -> None:
+    _fill(jsenv, 250)
+    seqs = [e.seq for batch in replay(jsenv.url, STREAM, start, end, batch=7) for e in batch]
+    assert seqs == list(range(start, end + 1))
+
+
+def test_an_empty_range_reads_nothing(jsenv: JetStreamEnv) -> None:
+    _fill(jsenv, 3)
+    assert list(replay(jsenv.url, STREAM, 4, 3)) == []
+
+
+def test_a_range_past_the_end_of_the_log_is_an_error(jsenv: JetStreamEnv) -> None:
+    from events.replay import ReplayError
+
+    _fill(jsenv, 3)
+    with pytest.raises(ReplayError):
+        list(replay(jsenv.url, STREAM, 1, 10))
+
+
+def test_tls_urls_are_left_to_nats_py() -> None:
+    with pytest.raises(ReplayUnsupported):
+        list(replay("tls://127.0.0.1:1", STREAM, 1, 1))
+
+
+def test_pipelined_application_keeps_the_order_and_surfaces_reader_errors() -> None:
+    seen: list[int] = []
+
+    def apply(batch: list[int]) -> int:
+        seen.extend(batch)
+        return len(seen)
+
+    assert apply_pipelined(([i, i + 1] for i in range(0, 100, 2)), apply) == 100  # type: ignore[arg-type]
+    assert seen == list(range(100))
+
+    def broken():  # type: ignore[no-untyped-def]
+        yield [1]
+        raise RuntimeError("socket gone")
+
+    with pytest.raises(RuntimeError, match="socket gone"):
+        apply_pipelined(broken(), apply)
