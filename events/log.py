@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import NotFoundError
 
 from events.codec import Envelope, encode
 from events.subjects import EVENTS_ALL, aggregate_filter
@@ -28,6 +28,23 @@ class ConcurrencyError(Exception):
         super().__init__(f"{guard} moved past sequence {expected_seq} ({detail})")
         self.guard = guard
         self.expected_seq = expected_seq
+
+
+class _PubAck(msgspec.Struct):
+    seq: int = 0
+    duplicate: bool = False
+    error: dict[str, Any] | None = None
+
+
+_decode_ack = msgspec.json.Decoder(_PubAck).decode
+
+
+class AppendError(Exception):
+    """The server refused an append for a reason other than concurrency."""
+
+    def __init__(self, err_code: int, description: str) -> None:
+        super().__init__(f"append refused ({err_code}): {description}")
+        self.err_code = err_code
 
 
 class RawEvent(msgspec.Struct, frozen=True):
@@ -59,7 +76,11 @@ class EventLog:
 
     def __init__(self, js: JetStreamContext, stream: str = STREAM) -> None:
         self._js = js
+        self._nc: Any = js._nc  # the connection the JetStream context publishes on
         self.stream = stream
+        self._acks: dict[str, asyncio.Future[bytes]] = {}
+        self._ack_prefix = ""
+        self._ack_counter = 0
 
     async def ensure_stream(self, replicas: int = 1) -> None:
         """Create the stream if missing; an existing stream is left as it is."""
@@ -101,24 +122,55 @@ class EventLog:
         payload = encode(env)
         for attempt in range(_PUBLISH_ATTEMPTS):
             try:
-                ack = await self._js.publish(
-                    env.subject, payload, headers=headers, timeout=_PUBLISH_TIMEOUT_S
-                )
-                return int(ack.seq)
-            except APIError as exc:
-                if exc.err_code != _WRONG_LAST_SEQUENCE:
-                    raise
-                # A retried publish that was stored the first time also fails the sequence
-                # check. It is a duplicate, not a conflict, when the guard's first message after
-                # the expected sequence is this very event.
-                stored = await self._first_after(guard, expected or 0)
-                if stored is not None and stored[1] == env.event_id:
-                    return stored[0]
-                raise ConcurrencyError(guard, expected or 0, exc.description or "") from None
+                ack = _decode_ack(await self._publish(env.subject, payload, headers))
             except TimeoutError:
                 if attempt == _PUBLISH_ATTEMPTS - 1:
                     raise
+                continue  # the same Nats-Msg-Id: a retry is stored at most once
+            if ack.error is None:
+                return ack.seq
+            err_code = int(ack.error.get("err_code", 0))
+            description = str(ack.error.get("description", ""))
+            if err_code != _WRONG_LAST_SEQUENCE:
+                raise AppendError(err_code, description)
+            # A retried publish that was stored the first time also fails the sequence
+            # check. It is a duplicate, not a conflict, when the guard's first message after
+            # the expected sequence is this very event.
+            stored = await self._first_after(guard, expected or 0)
+            if stored is not None and stored[1] == env.event_id:
+                return stored[0]
+            raise ConcurrencyError(guard, expected or 0, description)
         raise AssertionError("unreachable")
+
+    async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> bytes:
+        """Publish and wait for the stream's ack on a shared reply subscription.
+
+        nats-py's `js.publish` costs a request setup per message; one wildcard inbox with a
+        future per append lets many concurrent appends share the connection (see
+        docs/benchmarks.md), and, unlike `publish_async`, it surfaces API errors.
+        """
+        if not self._ack_prefix:
+            prefix = self._nc.new_inbox()
+            await self._nc.subscribe(prefix + ".*", cb=self._on_ack)
+            self._ack_prefix = prefix
+        self._ack_counter += 1
+        reply = f"{self._ack_prefix}.{self._ack_counter}"
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._acks[reply] = future
+        try:
+            await self._nc.publish(subject, payload, reply=reply, headers=headers)
+            return await asyncio.wait_for(future, _PUBLISH_TIMEOUT_S)
+        finally:
+            self._acks.pop(reply, None)
+
+    async def _on_ack(self, msg: Any) -> None:
+        future = self._acks.get(msg.subject)
+        if future is None or future.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            future.set_exception(AppendError(503, f"no stream stores {self.stream}'s subjects"))
+        else:
+            future.set_result(msg.data)
 
     async def _last_of(self, subject_filter: str) -> tuple[int, str | None] | None:
         try:

@@ -106,3 +106,25 @@ def test_read_starts_at_any_sequence_and_follows_new_appends(jsenv: JetStreamEnv
         return got
 
     assert jsenv.run(scenario()) == [2, 3, 4]
+
+
+def test_append_without_a_stream_is_a_clear_error(jsenv: JetStreamEnv) -> None:
+    from events.log import AppendError
+
+    log = EventLog(jsenv.js)  # no ensure_stream: nothing stores the subjects
+    with pytest.raises(AppendError, match="no stream"):
+        jsenv.run(log.append(_task_events("t1"), expected_seq=0))
+
+
+def test_many_concurrent_appends_each_get_their_own_sequence(jsenv: JetStreamEnv) -> None:
+    import asyncio
+
+    log = _log(jsenv)
+
+    async def many() -> list[int]:
+        results = await asyncio.gather(
+            *(log.append(_task_events(f"t{i}"), expected_seq=0) for i in range(100))
+        )
+        return sorted(s for pair in results for s in pair)
+
+    assert jsenv.run(many()) == list(range(1, 201))

@@ -1,0 +1,373 @@
+"""ClaudeDo benchmarks: event log, projector, CLI round trip, filtered query.
+
+Run from the repository root with the project's virtualenv:
+    .venv/bin/python ops/bench/bench.py all            # everything (several minutes)
+    .venv/bin/python ops/bench/bench.py log|projector|cli|query [--events N ...]
+Every figure is printed next to its raw baseline measured in the same run, on the same server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import nats
+
+import events as ev
+from claudedo_actors.natsserver import find_nats_server, free_port
+from events.log import STREAM, EventLog
+from events.replay import replay
+from projections.rebuild import rebuild_file
+
+ORIGIN = ev.Origin(node_id="bench", correlation_id="bench", actor="user:bench")
+RESULTS: dict[str, Any] = {}
+
+
+@contextmanager
+def nats_server() -> Iterator[str]:
+    store = tempfile.mkdtemp(prefix="bench-nats-")
+    port = free_port()
+    proc = subprocess.Popen(
+        [find_nats_server(), "--jetstream", "--store_dir", store, "--addr", "127.0.0.1",
+         "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"nats://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            asyncio.run(_ping(url))
+            break
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+async def _ping(url: str) -> None:
+    async def quiet(exc: Exception) -> None:
+        """Refusals while the server starts are expected."""
+
+    nc = await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0, error_cb=quiet)
+    await nc.close()
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def report(name: str, **fields: Any) -> None:
+    RESULTS[name] = fields
+    shown = ", ".join(f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+    print(f"{name}: {shown}", flush=True)
+
+
+# --- event log -----------------------------------------------------------------------------
+
+
+def bench_log(n: int) -> None:
+    with nats_server() as url:
+        asyncio.run(_bench_log(url, n))
+
+
+async def _reset(js: Any) -> EventLog:
+    try:
+        await js.delete_stream(STREAM)
+    except Exception:  # noqa: BLE001 - no stream yet
+        pass
+    log = EventLog(js)
+    await log.ensure_stream()
+    return log
+
+
+def _payload(i: int) -> tuple[str, bytes, str]:
+    env = ev.envelop(ev.TaskCreated(list_id="l", title=f"task {i}"), f"t{i}", ORIGIN)
+    return env.subject, ev.encode(env), env.event_id
+
+
+async def _bench_log(url: str, n: int) -> None:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    payloads = [_payload(i) for i in range(n)]
+
+    await _reset(js)
+    t = time.perf_counter()
+    for subject, data, msg_id in payloads[: n // 4]:
+        await js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
+    report("raw js.publish (sync)", events_per_s=(n // 4) / (time.perf_counter() - t))
+
+    await _reset(js)
+    t = time.perf_counter()
+    futures = []
+    for subject, data, msg_id in payloads:
+        futures.append(await js.publish_async(subject, data, headers={"Nats-Msg-Id": msg_id}))
+        if len(futures) >= 4000:
+            await asyncio.gather(*futures)
+            futures = []
+    await asyncio.gather(*futures)
+    raw_async = n / (time.perf_counter() - t)
+    report("raw js.publish_async", events_per_s=raw_async)
+
+    log = await _reset(js)
+    envs = [ev.envelop(ev.TaskCreated(list_id="l", title=f"t{i}"), f"s{i}", ORIGIN) for i in range(n // 4)]
+    t = time.perf_counter()
+    for env in envs:
+        await log.append([env], expected_seq=0)
+    report("EventLog.append sequential", events_per_s=len(envs) / (time.perf_counter() - t))
+
+    for writers in (16, 64, 256):
+        log = await _reset(js)
+        envs = [ev.envelop(ev.TaskCreated(list_id="l", title=f"t{i}"), f"c{i}", ORIGIN) for i in range(n)]
+
+        async def writer(k: int) -> None:
+            for env in envs[k::writers]:
+                await log.append([env], expected_seq=0)
+
+        t = time.perf_counter()
+        await asyncio.gather(*(writer(k) for k in range(writers)))
+        rate = n / (time.perf_counter() - t)
+        report(f"EventLog.append {writers} concurrent appenders", events_per_s=rate,
+               vs_raw_async_pct=100 * rate / raw_async)  # fmt: skip
+    await nc.close()
+
+
+# --- projector -----------------------------------------------------------------------------
+
+
+def _lifecycle(i: int) -> list[ev.Envelope]:
+    t = f"task-{i:08d}"
+    return [
+        ev.envelop(e, t, ORIGIN)
+        for e in (
+            ev.TaskCreated(list_id="l1", title=f"Task {i}", description="Make it so.",
+                           subtasks=(ev.Subtask(subtask_id=f"s{i}", title="step"),)),  # fmt: skip
+            ev.TaskQueued(),
+            ev.TaskClaimed(node_id="bench", slot=i % 4),
+            ev.TaskStarted(node_id="bench", slot=i % 4, workdir=f"/w/{t}"),
+            ev.RunStarted(run_number=1, node_id="bench", slot=i % 4, workdir=f"/w/{t}", prompt=f"Task {i}"),  # fmt: skip
+            ev.RunFinished(run_number=1, success=True, result="done", turn_count=3, tokens_in=1200,
+                           tokens_out=300, cost_usd=0.012, line_count=40),  # fmt: skip
+            ev.TaskCompleted(result="done"),
+        )
+    ]
+
+
+async def _load_lifecycles(url: str, n_events: int) -> int:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    await _reset(js)
+    lst = ev.envelop(ev.ListCreated(name="bench"), "l1", ORIGIN)
+    await js.publish(lst.subject, ev.encode(lst), headers={"Nats-Msg-Id": lst.event_id})
+    futures, sent, i = [], 1, 0
+    while sent < n_events:
+        for env in _lifecycle(i)[: n_events - sent]:
+            futures.append(await js.publish_async(env.subject, ev.encode(env), headers={"Nats-Msg-Id": env.event_id}))  # fmt: skip
+            sent += 1
+        i += 1
+        if len(futures) >= 4000:
+            await asyncio.gather(*futures)
+            futures = []
+    await asyncio.gather(*futures)
+    last = await EventLog(js).last_seq()
+    await nc.close()
+    return last
+
+
+async def _ordered_read(url: str, until: int) -> float:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    done = asyncio.Event()
+    count = 0
+
+    async def on_msg(msg: Any) -> None:
+        nonlocal count
+        count += 1
+        if msg.metadata.sequence.stream >= until:
+            done.set()
+
+    t = time.perf_counter()
+    sub = await js.subscribe(ev.EVENTS_ALL, cb=on_msg, ordered_consumer=True)
+    await done.wait()
+    elapsed = time.perf_counter() - t
+    await sub.unsubscribe()
+    await nc.close()
+    return count / elapsed
+
+
+def bench_projector(sizes: list[int]) -> None:
+    with nats_server() as url:
+        for n in sizes:
+            last = asyncio.run(_load_lifecycles(url, n))
+            raw = asyncio.run(_ordered_read(url, last))
+            report(f"raw ordered-consumer read ({n:,} events)", events_per_s=raw)
+            t = time.perf_counter()
+            read = sum(len(b) for b in replay(url, STREAM, 1, last))
+            report(f"replay reader read ({n:,} events)", events_per_s=read / (time.perf_counter() - t))
+            folder = Path(tempfile.mkdtemp(prefix="bench-proj-"))
+            t = time.perf_counter()
+            rebuild_file(folder / "rebuilt.duckdb", replay(url, STREAM, 1, last))
+            rebuild = last / (time.perf_counter() - t)
+            report(f"rebuild ({n:,} events)", events_per_s=rebuild, vs_raw_read_pct=100 * rebuild / raw)
+            catch_up = _node_catch_up(url, folder / "home", last)
+            report(f"node catch-up ({n:,} events)", events_per_s=catch_up, vs_raw_read_pct=100 * catch_up / raw)
+
+
+def _node_catch_up(url: str, home: Path, last: int) -> float:
+    """A node started on a log of `last` events: events/s until its projection holds them."""
+    from claudedo_actors.client import NodeClient
+
+    env = {**os.environ, "CLAUDEDO_HOME": str(home), "CLAUDEDO_LOG_LEVEL": "WARNING"}
+    t = time.perf_counter()
+    node = subprocess.Popen([sys.executable, "-m", "claudedo_actors", "up", "--nats", url], env=env)
+    try:
+        while not (home / "node.json").exists():
+            time.sleep(0.01)
+        started = time.perf_counter()
+        client = NodeClient(home)
+        while client.request("info", {})["checkpoint_seq"] < last:
+            time.sleep(0.01)
+        # Start-up (interpreter, imports, connection) is not catch-up: measured from ready.
+        del t
+        return last / (time.perf_counter() - started)
+    finally:
+        node.terminate()
+        node.wait()
+
+
+# --- CLI round trip and filtered query -----------------------------------------------------
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return (time.perf_counter() - t) * 1000
+
+
+def bench_cli(rounds: int) -> None:
+    home = Path(tempfile.mkdtemp(prefix="bench-cli-"))
+    repo = home.parent / (home.name + "-repo")
+    repo.mkdir()
+    git_env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x.invalid",
+               "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@x.invalid"}  # fmt: skip
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", "init"], cwd=repo, check=True, env=git_env)
+    env = {**os.environ, "CLAUDEDO_HOME": str(home), "CLAUDEDO_LOG_LEVEL": "WARNING"}
+    cli = [str(Path(sys.executable).parent / "claudedo")]
+    node = subprocess.Popen([*cli, "up"], env=env)
+    try:
+        while not (home / "node.json").exists():
+            time.sleep(0.01)
+        subprocess.run([*cli, "list", "add", "bench", "--dir", str(repo)], env=env, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        bare = [_run([sys.executable, "-c", "pass"], env) for _ in range(rounds)]
+        add = [_run([*cli, "task", "add", "bench", "A task", "--json"], env) for _ in range(rounds)]
+        ls = [_run([*cli, "tasks", "--json"], env) for _ in range(rounds)]
+        for name, values in (("python -c pass", bare), ("claudedo task add", add), ("claudedo tasks", ls)):
+            report(f"CLI {name}", p50_ms=statistics.median(values), p95_ms=pct(values, 95), runs=len(values))
+    finally:
+        node.terminate()
+        node.wait()
+
+
+def bench_query(n_tasks: int, rounds: int) -> None:
+    from claudedo_actors.client import NodeClient
+
+    with nats_server() as url:
+        asyncio.run(_load_tasks(url, n_tasks))
+        home = Path(tempfile.mkdtemp(prefix="bench-query-"))
+        env = {**os.environ, "CLAUDEDO_HOME": str(home), "CLAUDEDO_LOG_LEVEL": "WARNING"}
+        node = subprocess.Popen([sys.executable, "-m", "claudedo_actors", "up", "--nats", url], env=env)
+        try:
+            while not (home / "node.json").exists():
+                time.sleep(0.01)
+            client = NodeClient(home)
+            while True:
+                info = client.request("info", {})
+                if info["checkpoint_seq"] >= info["last_seq"] > 0:
+                    break
+                time.sleep(0.05)
+            counts = client.request("sql", {"query": "select count(*) from tasks"})["rows"][0][0]
+            query = {"list": "list-3", "status": "queued", "limit": 50}
+            page = client.request("tasks", query)
+            assert len(page) == 50, len(page)
+            api = []
+            for _ in range(rounds):
+                t = time.perf_counter()
+                client.request("tasks", query)
+                api.append((time.perf_counter() - t) * 1000)
+            ping = []
+            for _ in range(rounds):
+                t = time.perf_counter()
+                client.request("info", {})
+                ping.append((time.perf_counter() - t) * 1000)
+            report(f"filtered query via API ({counts:,} tasks: one list, one status, 50 rows)",
+                   p50_ms=statistics.median(api), p95_ms=pct(api, 95))  # fmt: skip
+            report("API round trip without a query (info)", p50_ms=statistics.median(ping), p95_ms=pct(ping, 95))  # fmt: skip
+        finally:
+            node.terminate()
+            node.wait()
+
+
+async def _load_tasks(url: str, n: int) -> None:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    await _reset(js)
+    futures = []
+    for k in range(10):
+        lst = ev.envelop(ev.ListCreated(name=f"list-{k}"), f"list-{k}", ORIGIN)
+        futures.append(await js.publish_async(lst.subject, ev.encode(lst)))
+    statuses = [None, ev.TaskQueued(), ev.TaskCancelled()]
+    for i in range(n):
+        t = f"task-{i:08d}"
+        envs = [ev.envelop(ev.TaskCreated(list_id=f"list-{i % 10}", title=f"Task {i}"), t, ORIGIN)]
+        follow = statuses[i % 3]
+        if follow is not None:
+            envs.append(ev.envelop(follow, t, ORIGIN))
+        for env in envs:
+            futures.append(await js.publish_async(env.subject, ev.encode(env)))
+        if len(futures) >= 4000:
+            await asyncio.gather(*futures)
+            futures = []
+    await asyncio.gather(*futures)
+    await nc.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["all", "log", "projector", "cli", "query"])
+    parser.add_argument("--log-events", type=int, default=20_000)
+    parser.add_argument("--projector-events", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--cli-rounds", type=int, default=30)
+    parser.add_argument("--query-tasks", type=int, default=100_000)
+    parser.add_argument("--out", type=Path, default=Path("ops/bench/out/results.json"))
+    args = parser.parse_args()
+    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    if args.what in ("all", "log"):
+        bench_log(args.log_events)
+    if args.what in ("all", "projector"):
+        bench_projector(args.projector_events)
+    if args.what in ("all", "cli"):
+        bench_cli(args.cli_rounds)
+    if args.what in ("all", "query"):
+        bench_query(args.query_tasks, 50)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(RESULTS, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
