@@ -48,15 +48,37 @@ class NodeClient:
         self.timeout_s = timeout_s
 
     def request(self, verb: str, payload: dict[str, Any]) -> Any:
-        body = {"actor": default_actor(), **payload}
-        reply = asyncio.run(self._request(f"claudedo.api.{verb}", msgspec.json.encode(body)))
+        body = msgspec.json.encode({"actor": default_actor(), **payload})
+        reply = self._send(f"claudedo.api.{verb}", body)
         decoded = msgspec.json.decode(reply)
         if "error" in decoded:
             err = decoded["error"]
             raise ClaudeDoError(str(err.get("message")), code=str(err.get("code", "error")))
         return decoded["ok"]
 
-    async def _request(self, subject: str, data: bytes) -> bytes:
+    def _send(self, subject: str, data: bytes) -> bytes:
+        # The minimal wire client: no asyncio and no nats-py import, so a command starts fast.
+        from events.wire import WireConnection, WireError, WireNoResponders, WireUnsupported
+
+        url = self.address.nats_url
+        try:
+            conn = WireConnection(url, self.timeout_s)
+        except WireUnsupported:
+            return asyncio.run(self._send_with_nats_py(subject, data))
+        except (OSError, WireError):
+            raise Unavailable(f"cannot reach the node's NATS server at {url}") from None
+        try:
+            return conn.request(subject, data)
+        except WireNoResponders:
+            raise Unavailable(f"no node answers on {url} (is it starting or stopping?)") from None
+        except TimeoutError:
+            raise Unavailable(f"the node did not answer within {self.timeout_s:.0f}s") from None
+        except (OSError, WireError) as exc:
+            raise Unavailable(f"lost the connection to the node: {exc}") from None
+        finally:
+            conn.close()
+
+    async def _send_with_nats_py(self, subject: str, data: bytes) -> bytes:
         import nats
         from nats.errors import NoRespondersError, NoServersError
         from nats.errors import TimeoutError as NatsTimeout

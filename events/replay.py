@@ -1,134 +1,25 @@
 """Bulk replay of the log: a small, synchronous NATS reader built for throughput.
 
 nats-py delivers JetStream messages at about 36k/s here (it parses every header block with
-the email parser); a rebuild must read faster than it projects. This reader speaks just the
-part of the NATS protocol a replay needs (CONNECT, SUB, PUB, HMSG/MSG, PING) over one socket,
-pulls large batches from an ephemeral pull consumer, and skips header parsing. Anything it
-does not support (TLS, credentials files) raises ReplayUnsupported; callers then read with
-nats-py instead. See docs/decisions/0003-fast-replay-reader.md.
+the email parser); a rebuild must read faster than it projects. This reader pulls large
+batches from an ephemeral pull consumer over events.wire and skips header parsing. Where the
+wire client cannot be used it raises ReplayUnsupported; callers then read with nats-py.
+See docs/decisions/0003-minimal-wire-client.md.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
 from collections.abc import Iterator
-from urllib.parse import unquote, urlparse
 
 from events.log import RawEvent
+from events.wire import WireConnection, WireError, WireUnsupported
 
+# The replay's own names for the wire client's errors.
+ReplayUnsupported = WireUnsupported
+ReplayError = WireError
 _CRLF = b"\r\n"
-
-
-class ReplayUnsupported(Exception):
-    """This server or URL needs a feature the replay reader does not have."""
-
-
-class ReplayError(Exception):
-    """The server refused or broke off the replay."""
-
-
-class _Conn:
-    def __init__(self, url: str, timeout_s: float) -> None:
-        parsed = urlparse(url if "://" in url else f"nats://{url}")
-        if parsed.scheme not in ("nats", ""):
-            raise ReplayUnsupported(f"scheme {parsed.scheme}")
-        host = parsed.hostname or "127.0.0.1"
-        port = parsed.port or 4222
-        self.sock = socket.create_connection((host, port), timeout=timeout_s)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = bytearray()
-        self.pos = 0
-        info_line = self._line()
-        if not info_line.startswith(b"INFO "):
-            raise ReplayError("no INFO from server")
-        info = json.loads(info_line[5:])
-        if info.get("tls_required") or not info.get("headers", False):
-            self.close()
-            raise ReplayUnsupported("TLS or no header support")
-        connect: dict[str, object] = {
-            "verbose": False, "pedantic": False, "headers": True, "no_responders": True,
-            "lang": "python", "version": "claudedo-replay", "protocol": 1,
-        }  # fmt: skip
-        if parsed.username and parsed.password is not None:
-            connect["user"] = unquote(parsed.username)
-            connect["pass"] = unquote(parsed.password)
-        elif parsed.username:
-            connect["auth_token"] = unquote(parsed.username)
-        elif info.get("auth_required"):
-            self.close()
-            raise ReplayUnsupported("authentication other than user/password or token")
-        self.send(b"CONNECT " + json.dumps(connect).encode() + _CRLF + b"PING" + _CRLF)
-        while True:
-            line = self._line()
-            if line == b"PONG":
-                break
-            if line.startswith(b"-ERR"):
-                raise ReplayError(line.decode(errors="replace"))
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def pub(self, subject: str, reply: str, payload: bytes) -> None:
-        head = f"PUB {subject} {reply} {len(payload)}\r\n".encode()
-        self.send(head + payload + _CRLF)
-
-    def _fill(self) -> None:
-        if self.pos > 1 << 20:
-            del self.buf[: self.pos]
-            self.pos = 0
-        chunk = self.sock.recv(1 << 20)
-        if not chunk:
-            raise ReplayError("connection closed by server")
-        self.buf += chunk
-
-    def _line(self) -> bytes:
-        while True:
-            end = self.buf.find(_CRLF, self.pos)
-            if end >= 0:
-                line = bytes(self.buf[self.pos : end])
-                self.pos = end + 2
-                return line
-            self._fill()
-
-    def _need(self, n: int) -> None:
-        while len(self.buf) - self.pos < n:
-            self._fill()
-
-    def frames(self) -> Iterator[tuple[bytes, bytes | None, bytes, bytes]]:
-        """(subject, reply, headers, payload) of each message; answers PINGs on the way."""
-        while True:
-            line = self._line()
-            if line.startswith(b"HMSG "):
-                parts = line.split(b" ")
-                reply = parts[3] if len(parts) == 6 else None
-                hdr_len, total = int(parts[-2]), int(parts[-1])
-                self._need(total + 2)
-                start = self.pos
-                headers = bytes(self.buf[start : start + hdr_len])
-                payload = bytes(self.buf[start + hdr_len : start + total])
-                self.pos = start + total + 2
-                yield parts[1], reply, headers, payload
-            elif line.startswith(b"MSG "):
-                parts = line.split(b" ")
-                reply = parts[3] if len(parts) == 5 else None
-                total = int(parts[-1])
-                self._need(total + 2)
-                start = self.pos
-                payload = bytes(self.buf[start : start + total])
-                self.pos = start + total + 2
-                yield parts[1], reply, b"", payload
-            elif line == b"PING":
-                self.send(b"PONG" + _CRLF)
-            elif line.startswith(b"-ERR"):
-                raise ReplayError(line.decode(errors="replace"))
-            # +OK, PONG and INFO updates need nothing
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
 
 
 def _stream_seq(reply: bytes) -> int:
@@ -149,7 +40,7 @@ def replay(
     """Batches of the stream's messages from `from_seq` to `until_seq` (inclusive), in order."""
     if until_seq < from_seq:
         return
-    conn = _Conn(url, timeout_s)
+    conn = WireConnection(url, timeout_s)
     inbox = f"_INBOX.replay{os.urandom(8).hex()}"
     try:
         conn.send(f"SUB {inbox}.* 1\r\n".encode())

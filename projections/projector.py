@@ -291,7 +291,8 @@ def _decode_checked(raw: ev.RawEvent) -> tuple[str, ev.Envelope | None]:
         if ev.parse_event_subject(raw.subject) is None:
             return "not an event subject", None
         return str(exc), None
-    if raw.subject != env.subject:
+    cls = type(env.event)
+    if raw.subject != f"claudedo.evt.{cls.AGGREGATE}.{env.aggregate_id}.{cls.__name__}":
         return "subject does not match the event", None
     return "", env
 

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +39,26 @@ def nats_server() -> Iterator[str]:
     store = tempfile.mkdtemp(prefix="bench-nats-")
     port = free_port()
     proc = subprocess.Popen(
-        [find_nats_server(), "--jetstream", "--store_dir", store, "--addr", "127.0.0.1",
-         "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            find_nats_server(),
+            "--jetstream",
+            "--store_dir",
+            store,
+            "--addr",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"nats://127.0.0.1:{port}"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
             asyncio.run(_ping(url))
             break
-        except Exception:  # noqa: BLE001 - not up yet
+        except Exception:
             time.sleep(0.05)
     try:
         yield url
@@ -68,12 +77,14 @@ async def _ping(url: str) -> None:
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def report(name: str, **fields: Any) -> None:
     RESULTS[name] = fields
-    shown = ", ".join(f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+    shown = ", ".join(
+        f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()
+    )
     print(f"{name}: {shown}", flush=True)
 
 
@@ -86,10 +97,8 @@ def bench_log(n: int) -> None:
 
 
 async def _reset(js: Any) -> EventLog:
-    try:
+    with suppress(Exception):
         await js.delete_stream(STREAM)
-    except Exception:  # noqa: BLE001 - no stream yet
-        pass
     log = EventLog(js)
     await log.ensure_stream()
     return log
@@ -124,7 +133,10 @@ async def _bench_log(url: str, n: int) -> None:
     report("raw js.publish_async", events_per_s=raw_async)
 
     log = await _reset(js)
-    envs = [ev.envelop(ev.TaskCreated(list_id="l", title=f"t{i}"), f"s{i}", ORIGIN) for i in range(n // 4)]
+    envs = [
+        ev.envelop(ev.TaskCreated(list_id="l", title=f"t{i}"), f"s{i}", ORIGIN)
+        for i in range(n // 4)
+    ]
     t = time.perf_counter()
     for env in envs:
         await log.append([env], expected_seq=0)
@@ -132,17 +144,25 @@ async def _bench_log(url: str, n: int) -> None:
 
     for writers in (16, 64, 256):
         log = await _reset(js)
-        envs = [ev.envelop(ev.TaskCreated(list_id="l", title=f"t{i}"), f"c{i}", ORIGIN) for i in range(n)]
+        envs = [
+            ev.envelop(ev.TaskCreated(list_id="l", title=f"t{i}"), f"c{i}", ORIGIN)
+            for i in range(n)
+        ]
 
-        async def writer(k: int) -> None:
-            for env in envs[k::writers]:
+        async def writer(
+            k: int, log: EventLog = log, envs: list[Any] = envs, w: int = writers
+        ) -> None:
+            for env in envs[k::w]:
                 await log.append([env], expected_seq=0)
 
         t = time.perf_counter()
         await asyncio.gather(*(writer(k) for k in range(writers)))
         rate = n / (time.perf_counter() - t)
-        report(f"EventLog.append {writers} concurrent appenders", events_per_s=rate,
-               vs_raw_async_pct=100 * rate / raw_async)  # fmt: skip
+        report(
+            f"EventLog.append {writers} concurrent appenders",
+            events_per_s=rate,
+            vs_raw_async_pct=100 * rate / raw_async,
+        )
     await nc.close()
 
 
@@ -154,14 +174,28 @@ def _lifecycle(i: int) -> list[ev.Envelope]:
     return [
         ev.envelop(e, t, ORIGIN)
         for e in (
-            ev.TaskCreated(list_id="l1", title=f"Task {i}", description="Make it so.",
-                           subtasks=(ev.Subtask(subtask_id=f"s{i}", title="step"),)),  # fmt: skip
+            ev.TaskCreated(
+                list_id="l1",
+                title=f"Task {i}",
+                description="Make it so.",
+                subtasks=(ev.Subtask(subtask_id=f"s{i}", title="step"),),
+            ),
             ev.TaskQueued(),
             ev.TaskClaimed(node_id="bench", slot=i % 4),
             ev.TaskStarted(node_id="bench", slot=i % 4, workdir=f"/w/{t}"),
-            ev.RunStarted(run_number=1, node_id="bench", slot=i % 4, workdir=f"/w/{t}", prompt=f"Task {i}"),  # fmt: skip
-            ev.RunFinished(run_number=1, success=True, result="done", turn_count=3, tokens_in=1200,
-                           tokens_out=300, cost_usd=0.012, line_count=40),  # fmt: skip
+            ev.RunStarted(
+                run_number=1, node_id="bench", slot=i % 4, workdir=f"/w/{t}", prompt=f"Task {i}"
+            ),
+            ev.RunFinished(
+                run_number=1,
+                success=True,
+                result="done",
+                turn_count=3,
+                tokens_in=1200,
+                tokens_out=300,
+                cost_usd=0.012,
+                line_count=40,
+            ),
             ev.TaskCompleted(result="done"),
         )
     ]
@@ -176,7 +210,11 @@ async def _load_lifecycles(url: str, n_events: int) -> int:
     futures, sent, i = [], 1, 0
     while sent < n_events:
         for env in _lifecycle(i)[: n_events - sent]:
-            futures.append(await js.publish_async(env.subject, ev.encode(env), headers={"Nats-Msg-Id": env.event_id}))  # fmt: skip
+            futures.append(
+                await js.publish_async(
+                    env.subject, ev.encode(env), headers={"Nats-Msg-Id": env.event_id}
+                )
+            )
             sent += 1
         i += 1
         if len(futures) >= 4000:
@@ -217,14 +255,22 @@ def bench_projector(sizes: list[int]) -> None:
             report(f"raw ordered-consumer read ({n:,} events)", events_per_s=raw)
             t = time.perf_counter()
             read = sum(len(b) for b in replay(url, STREAM, 1, last))
-            report(f"replay reader read ({n:,} events)", events_per_s=read / (time.perf_counter() - t))
+            report(
+                f"replay reader read ({n:,} events)", events_per_s=read / (time.perf_counter() - t)
+            )
             folder = Path(tempfile.mkdtemp(prefix="bench-proj-"))
             t = time.perf_counter()
             rebuild_file(folder / "rebuilt.duckdb", replay(url, STREAM, 1, last))
             rebuild = last / (time.perf_counter() - t)
-            report(f"rebuild ({n:,} events)", events_per_s=rebuild, vs_raw_read_pct=100 * rebuild / raw)
+            report(
+                f"rebuild ({n:,} events)", events_per_s=rebuild, vs_raw_read_pct=100 * rebuild / raw
+            )
             catch_up = _node_catch_up(url, folder / "home", last)
-            report(f"node catch-up ({n:,} events)", events_per_s=catch_up, vs_raw_read_pct=100 * catch_up / raw)
+            report(
+                f"node catch-up ({n:,} events)",
+                events_per_s=catch_up,
+                vs_raw_read_pct=100 * catch_up / raw,
+            )
 
 
 def _node_catch_up(url: str, home: Path, last: int) -> float:
@@ -262,22 +308,43 @@ def bench_cli(rounds: int) -> None:
     home = Path(tempfile.mkdtemp(prefix="bench-cli-"))
     repo = home.parent / (home.name + "-repo")
     repo.mkdir()
-    git_env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x.invalid",
-               "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@x.invalid"}  # fmt: skip
+    git_env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "b",
+        "GIT_AUTHOR_EMAIL": "b@x.invalid",
+        "GIT_COMMITTER_NAME": "b",
+        "GIT_COMMITTER_EMAIL": "b@x.invalid",
+    }
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", "init"], cwd=repo, check=True, env=git_env)
+    subprocess.run(
+        ["git", "commit", "-q", "--allow-empty", "-m", "init"], cwd=repo, check=True, env=git_env
+    )
     env = {**os.environ, "CLAUDEDO_HOME": str(home), "CLAUDEDO_LOG_LEVEL": "WARNING"}
     cli = [str(Path(sys.executable).parent / "claudedo")]
     node = subprocess.Popen([*cli, "up"], env=env)
     try:
         while not (home / "node.json").exists():
             time.sleep(0.01)
-        subprocess.run([*cli, "list", "add", "bench", "--dir", str(repo)], env=env, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        subprocess.run(
+            [*cli, "list", "add", "bench", "--dir", str(repo)],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         bare = [_run([sys.executable, "-c", "pass"], env) for _ in range(rounds)]
         add = [_run([*cli, "task", "add", "bench", "A task", "--json"], env) for _ in range(rounds)]
         ls = [_run([*cli, "tasks", "--json"], env) for _ in range(rounds)]
-        for name, values in (("python -c pass", bare), ("claudedo task add", add), ("claudedo tasks", ls)):
-            report(f"CLI {name}", p50_ms=statistics.median(values), p95_ms=pct(values, 95), runs=len(values))
+        for name, values in (
+            ("python -c pass", bare),
+            ("claudedo task add", add),
+            ("claudedo tasks", ls),
+        ):
+            report(
+                f"CLI {name}",
+                p50_ms=statistics.median(values),
+                p95_ms=pct(values, 95),
+                runs=len(values),
+            )
     finally:
         node.terminate()
         node.wait()
@@ -290,7 +357,9 @@ def bench_query(n_tasks: int, rounds: int) -> None:
         asyncio.run(_load_tasks(url, n_tasks))
         home = Path(tempfile.mkdtemp(prefix="bench-query-"))
         env = {**os.environ, "CLAUDEDO_HOME": str(home), "CLAUDEDO_LOG_LEVEL": "WARNING"}
-        node = subprocess.Popen([sys.executable, "-m", "claudedo_actors", "up", "--nats", url], env=env)
+        node = subprocess.Popen(
+            [sys.executable, "-m", "claudedo_actors", "up", "--nats", url], env=env
+        )
         try:
             while not (home / "node.json").exists():
                 time.sleep(0.01)
@@ -314,9 +383,16 @@ def bench_query(n_tasks: int, rounds: int) -> None:
                 t = time.perf_counter()
                 client.request("info", {})
                 ping.append((time.perf_counter() - t) * 1000)
-            report(f"filtered query via API ({counts:,} tasks: one list, one status, 50 rows)",
-                   p50_ms=statistics.median(api), p95_ms=pct(api, 95))  # fmt: skip
-            report("API round trip without a query (info)", p50_ms=statistics.median(ping), p95_ms=pct(ping, 95))  # fmt: skip
+            report(
+                f"filtered query via API ({counts:,} tasks: one list, one status, 50 rows)",
+                p50_ms=statistics.median(api),
+                p95_ms=pct(api, 95),
+            )
+            report(
+                "API round trip without a query (info)",
+                p50_ms=statistics.median(ping),
+                p95_ms=pct(ping, 95),
+            )
         finally:
             node.terminate()
             node.wait()
@@ -347,7 +423,9 @@ async def _load_tasks(url: str, n: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("what", choices=["all", "log", "projector", "cli", "query"])
     parser.add_argument("--log-events", type=int, default=20_000)
     parser.add_argument("--projector-events", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -355,7 +433,8 @@ def main() -> int:
     parser.add_argument("--query-tasks", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=Path("ops/bench/out/results.json"))
     args = parser.parse_args()
-    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    when = time.strftime("%Y-%m-%d %H:%M:%S")
+    print(f"# {when} on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     if args.what in ("all", "log"):
         bench_log(args.log_events)
     if args.what in ("all", "projector"):

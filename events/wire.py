@@ -1,0 +1,151 @@
+"""A minimal synchronous NATS protocol client: one socket, CONNECT, SUB, PUB, MSG/HMSG, PING.
+
+It exists for two hot paths where nats-py's asyncio machinery costs more than the work: the
+bulk replay of the log (events.replay) and the CLI's single request (no asyncio, no nats-py
+import: a command starts in a third less time). Anything it does not support (TLS,
+credentials files, nkeys) raises WireUnsupported so the caller can use nats-py instead.
+See docs/decisions/0003-minimal-wire-client.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Iterator
+from urllib.parse import unquote, urlparse
+
+
+class WireUnsupported(Exception):
+    """This server or URL needs a feature the minimal client does not have."""
+
+
+class WireError(Exception):
+    """The server refused or broke off the conversation."""
+
+
+class WireNoResponders(WireError):
+    """Nobody subscribes to the subject of a request."""
+
+
+_CRLF = b"\r\n"
+
+
+class WireConnection:
+    """One connection to a NATS server, driven synchronously."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        parsed = urlparse(url if "://" in url else f"nats://{url}")
+        if parsed.scheme not in ("nats", ""):
+            raise WireUnsupported(f"scheme {parsed.scheme}")
+        host = parsed.hostname or "127.0.0.1"
+        port = parsed.port or 4222
+        self.sock = socket.create_connection((host, port), timeout=timeout_s)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = bytearray()
+        self.pos = 0
+        info_line = self._line()
+        if not info_line.startswith(b"INFO "):
+            raise WireError("no INFO from server")
+        info = json.loads(info_line[5:])
+        if info.get("tls_required") or not info.get("headers", False):
+            self.close()
+            raise WireUnsupported("TLS or no header support")
+        connect: dict[str, object] = {
+            "verbose": False,
+            "pedantic": False,
+            "headers": True,
+            "no_responders": True,
+            "lang": "python",
+            "version": "claudedo-replay",
+            "protocol": 1,
+        }
+        if parsed.username and parsed.password is not None:
+            connect["user"] = unquote(parsed.username)
+            connect["pass"] = unquote(parsed.password)
+        elif parsed.username:
+            connect["auth_token"] = unquote(parsed.username)
+        elif info.get("auth_required"):
+            self.close()
+            raise WireUnsupported("authentication other than user/password or token")
+        self.send(b"CONNECT " + json.dumps(connect).encode() + _CRLF + b"PING" + _CRLF)
+        while True:
+            line = self._line()
+            if line == b"PONG":
+                break
+            if line.startswith(b"-ERR"):
+                raise WireError(line.decode(errors="replace"))
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def pub(self, subject: str, reply: str, payload: bytes) -> None:
+        head = f"PUB {subject} {reply} {len(payload)}\r\n".encode()
+        self.send(head + payload + _CRLF)
+
+    def _fill(self) -> None:
+        if self.pos > 1 << 20:
+            del self.buf[: self.pos]
+            self.pos = 0
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise WireError("connection closed by server")
+        self.buf += chunk
+
+    def _line(self) -> bytes:
+        while True:
+            end = self.buf.find(_CRLF, self.pos)
+            if end >= 0:
+                line = bytes(self.buf[self.pos : end])
+                self.pos = end + 2
+                return line
+            self._fill()
+
+    def _need(self, n: int) -> None:
+        while len(self.buf) - self.pos < n:
+            self._fill()
+
+    def frames(self) -> Iterator[tuple[bytes, bytes | None, bytes, bytes]]:
+        """(subject, reply, headers, payload) of each message; answers PINGs on the way."""
+        while True:
+            line = self._line()
+            if line.startswith(b"HMSG "):
+                parts = line.split(b" ")
+                reply = parts[3] if len(parts) == 6 else None
+                hdr_len, total = int(parts[-2]), int(parts[-1])
+                self._need(total + 2)
+                start = self.pos
+                headers = bytes(self.buf[start : start + hdr_len])
+                payload = bytes(self.buf[start + hdr_len : start + total])
+                self.pos = start + total + 2
+                yield parts[1], reply, headers, payload
+            elif line.startswith(b"MSG "):
+                parts = line.split(b" ")
+                reply = parts[3] if len(parts) == 5 else None
+                total = int(parts[-1])
+                self._need(total + 2)
+                start = self.pos
+                payload = bytes(self.buf[start : start + total])
+                self.pos = start + total + 2
+                yield parts[1], reply, b"", payload
+            elif line == b"PING":
+                self.send(b"PONG" + _CRLF)
+            elif line.startswith(b"-ERR"):
+                raise WireError(line.decode(errors="replace"))
+            # +OK, PONG and INFO updates need nothing
+
+    def request(self, subject: str, payload: bytes) -> bytes:
+        """Send one request and return the first reply (the socket timeout bounds the wait)."""
+        inbox = f"_INBOX.{os.urandom(11).hex()}"
+        self.send(f"SUB {inbox} 1\r\n".encode())
+        self.pub(subject, inbox, payload)
+        for _, _, headers, data in self.frames():
+            if headers.startswith(b"NATS/1.0 503"):
+                raise WireNoResponders(subject)
+            return data
+        raise WireError("connection closed before the reply")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
