@@ -149,6 +149,7 @@ class Node:
             "stream": STREAM,
             "slots": self.slots,
             "home": str(self.home.root),
+            "pid": os.getpid(),
         }
 
     def _projector_proxy(self) -> Any:

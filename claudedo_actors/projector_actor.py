@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -123,10 +122,11 @@ class ProjectionFeed:
         self._task = asyncio.create_task(self._run(), name="projection-feed")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            # Bounded: a feed blocked in a closing connection must not hold up a shutdown.
+            await asyncio.wait({task}, timeout=5.0)
 
     async def run_in_projection(self, fn: Callable[[Projection], T]) -> T:
         result: T = await _ask(self._projector().run(fn))

@@ -26,7 +26,16 @@ def _time(value: str | None) -> str:
 
 def info(data: dict[str, Any]) -> None:
     table = Table(show_header=False, box=None)
-    for key in ("node_id", "nats_url", "stream", "last_seq", "checkpoint_seq", "slots", "home"):
+    for key in (
+        "node_id",
+        "nats_url",
+        "stream",
+        "last_seq",
+        "checkpoint_seq",
+        "slots",
+        "home",
+        "pid",
+    ):
         table.add_row(key, str(data.get(key, "")))
     _console.print(table)
 

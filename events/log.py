@@ -254,7 +254,8 @@ class EventReader:
         return batch
 
     async def close(self) -> None:
-        if self._sub is not None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            # Bounded: a connection that is going away must not hold up a shutdown.
             with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
+                await asyncio.wait_for(sub.unsubscribe(), 2.0)

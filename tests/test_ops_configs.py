@@ -1,0 +1,24 @@
+"""The NATS configurations shipped in ops/ are valid for the nats-server we ship."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from claudedo_actors.natsserver import find_nats_server
+
+CONFIGS = sorted((Path(__file__).resolve().parent.parent / "ops" / "nats").glob("*.conf"))
+
+
+@pytest.mark.parametrize("conf", CONFIGS, ids=lambda p: p.name)
+def test_nats_config_is_valid(conf: Path) -> None:
+    result = subprocess.run(
+        [find_nats_server(), "-t", "-c", str(conf)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_configs_are_there() -> None:
+    assert {p.name for p in CONFIGS} >= {"single.conf", "cluster-node.conf", "auth.conf"}
