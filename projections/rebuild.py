@@ -71,6 +71,7 @@ def rebuild_file(path: Path, batches: Iterable[list[ev.RawEvent]]) -> int:
     fresh = Projection(path, bulk=True)
     try:
         apply_pipelined(batches, fresh.apply)
+        fresh.finish()
         return fresh.checkpoint
     finally:
         fresh.close()

@@ -15,6 +15,7 @@ from claudedo_actors.commands import Decider
 from events.errors import ClaudeDoError
 from events.log import EventLog
 from projections import Projection, refusal
+from projections.rebuild import rebuild_file
 from tests.conftest import JetStreamEnv
 
 TABLES = ("lists", "tasks", "subtasks", "runs", "worktrees", "events", "skipped_messages")
@@ -165,9 +166,12 @@ class Harness:
             self.sync(batch_size=2)
 
     def rebuilt(self) -> Projection:
-        fresh = Projection(self.folder / "rebuilt.duckdb")
-        fresh.apply(self.env.run(self.log.read_all(1)))
-        return fresh
+        """The log replayed the way `claudedo projections rebuild` does (bulk mode)."""
+        path = self.folder / "rebuilt.duckdb"
+        everything = self.env.run(self.log.read_all(1))
+        batches = [everything[i : i + 7] for i in range(0, len(everything), 7)]
+        rebuild_file(path, batches)
+        return Projection(path)
 
 
 def _rows(p: Projection, table: str) -> list[tuple[Any, ...]]:
