@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from nats.aio.client import Client
 from events.log import EventLog
 
 T = TypeVar("T")
+log = logging.getLogger("claudedo.nats")
 
 
 class NatsBridge:
@@ -30,13 +32,22 @@ class NatsBridge:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
-    def start(self, url: str, name: str) -> None:
+    def start(self, url: str, name: str, timeout_s: float = 15.0) -> None:
+        """Connect (giving up after `timeout_s`); once connected, reconnect forever."""
         self._thread.start()
-        self.call(self._connect(url, name))
+        try:
+            self.call(asyncio.wait_for(self._connect(url, name), timeout_s))
+        except TimeoutError:
+            raise TimeoutError(f"no server answered within {timeout_s:.0f}s") from None
 
     async def _connect(self, url: str, name: str) -> None:
         self.nc = await nats.connect(
-            url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5
+            url,
+            name=name,
+            connect_timeout=5,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=_log_error,
         )
         self.log = EventLog(self.nc.jetstream())
 
@@ -54,3 +65,15 @@ class NatsBridge:
                     self.call(self.nc.drain(), timeout_s=5)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)
+
+
+_last_error = ""
+
+
+async def _log_error(exc: Exception) -> None:
+    """Log a connection error once, not at every reconnect attempt."""
+    global _last_error
+    text = str(exc) or type(exc).__name__
+    if text != _last_error:
+        _last_error = text
+        log.warning("nats: %s (retrying)", text)

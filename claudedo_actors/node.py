@@ -81,12 +81,17 @@ class Node:
 
     def run(self) -> int:
         """Start, serve until told to stop, stop cleanly. Returns the exit code."""
-        previous = {
-            s: signal.signal(s, lambda *_: self.request_stop())
-            for s in (signal.SIGINT, signal.SIGTERM)
-        }
+        starting = True
+
+        def on_signal(signum: int, frame: object) -> None:
+            self.request_stop()
+            if starting:  # abort a start that waits (e.g. on an unreachable NATS server)
+                raise ClaudeDoError("interrupted while starting", code="interrupted")
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.start()
+            starting = False
             self._stop.wait()
         finally:
             self.stop()
@@ -109,8 +114,13 @@ class Node:
         bridge = self._bridge = NatsBridge()
         try:
             bridge.start(url, name=f"claudedo-node-{self.node_id}")
+        except ClaudeDoError:
+            raise
         except Exception as exc:
-            raise ClaudeDoError(f"cannot connect to NATS at {url}: {exc}", code="no_nats") from None
+            reason = str(exc) or type(exc).__name__
+            raise ClaudeDoError(
+                f"cannot connect to NATS at {url}: {reason}", code="no_nats"
+            ) from None
         assert bridge.log is not None and bridge.nc is not None
         bridge.call(bridge.log.ensure_stream())
 

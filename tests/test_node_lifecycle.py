@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -172,3 +173,55 @@ def test_no_process_of_the_node_survives_it(node: NodeProcess) -> None:
     for child in children:
         wait_until(lambda c=child: _gone(c.pid), what=f"child {child.pid} to exit")
     assert os.environ.get("CLAUDEDO_HOME") != str(node.home)
+
+
+def test_an_unreachable_nats_server_is_a_clear_error(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path / "home")
+    node.home.mkdir()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "claudedo_actors",
+            "up",
+            "--nats",
+            f"nats://127.0.0.1:{free_port()}",
+        ],
+        env=node.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot connect to NATS at nats://127.0.0.1:")
+    assert "Traceback" not in result.stderr
+    assert not (node.home / "node.json").exists()
+
+
+def test_sigterm_while_starting_aborts_the_start(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path / "home")
+    node.home.mkdir()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "claudedo_actors",
+            "up",
+            "--nats",
+            f"nats://127.0.0.1:{free_port()}",
+        ],
+        env={**node.env(), "CLAUDEDO_LOG_LEVEL": "INFO"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    # The node logs its first connection failure; then it is waiting for NATS.
+    for line in proc.stdout:
+        if "retrying" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 1
+    assert "interrupted while starting" in proc.stdout.read()
