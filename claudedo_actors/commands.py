@@ -82,16 +82,7 @@ def check_git_dir(path: str) -> str:
 def _check_settings(s: rq.AgentSettings | rq.AgentSettingsChange) -> dict[str, Any]:
     """The settings given, validated, as event fields (UNSET ones left out)."""
     out: dict[str, Any] = {}
-    for name in (
-        "model",
-        "system_prompt",
-        "agent_path",
-        "permission_mode",
-        "allowed_tools",
-        "max_budget_usd",
-        "max_turns",
-        "timeout_s",
-    ):
+    for name in ev.AGENT_SETTINGS:
         value = getattr(s, name)
         if value is UNSET:
             continue

@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from events import AGENT_SETTINGS
+
 # Piped output keeps a wide table rather than rich's 80-column default.
 _console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 
@@ -58,17 +60,7 @@ def lists(rows: list[dict[str, Any]]) -> None:
 
 def list_one(row: dict[str, Any]) -> None:
     _console.print(f"list {row['id'][:8]} [bold]{row['name']}[/bold]  ({row['id']})")
-    for key in (
-        "dir",
-        "model",
-        "system_prompt",
-        "agent_path",
-        "permission_mode",
-        "allowed_tools",
-        "max_budget_usd",
-        "max_turns",
-        "timeout_s",
-    ):
+    for key in ("dir", *AGENT_SETTINGS):
         if row.get(key) is not None:
             _console.print(f"  {key}: {_short(row[key], 100)}")
 
@@ -99,19 +91,7 @@ def task_one(task: dict[str, Any] | list[dict[str, Any]]) -> None:
     _console.print(f"  status: {task['status']}   list: {task['list_id'][:8]}")
     if task.get("description"):
         _console.print(f"  description: {_short(task['description'], 200)}")
-    for key in (
-        "model",
-        "system_prompt",
-        "agent_path",
-        "permission_mode",
-        "allowed_tools",
-        "max_budget_usd",
-        "max_turns",
-        "timeout_s",
-        "result",
-        "error",
-        "cause",
-    ):
+    for key in (*AGENT_SETTINGS, "result", "error", "cause"):
         if task.get(key) is not None:
             _console.print(f"  {key}: {_short(task[key], 200)}")
     _console.print(

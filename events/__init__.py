@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING
 
-from events._base import Event, ListEvent, TaskEvent
+from events._base import AGENT_SETTINGS, Event, ListEvent, TaskEvent
 from events._ids import new_aggregate_id, new_event_id
 from events.catalog import AGGREGATES, ALL_EVENTS, EVENTS_BY_NAME, AnyEvent
 from events.codec import DecodeError, Envelope, Origin, decode, encode, envelop, upcaster
@@ -69,6 +69,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "AGENT_SETTINGS",
     "AGGREGATES",
     "ALL_EVENTS",
     "API_PREFIX",

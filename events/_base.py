@@ -26,3 +26,17 @@ class TaskEvent(Event, frozen=True, kw_only=True):
     """An event of the task aggregate (runs and worktrees belong to the task)."""
 
     AGGREGATE: ClassVar[str] = "task"
+
+
+# The agent settings a list or a task carries (a task's value wins over its list's, then the
+# default): fields of ListCreated/ListConfigured and TaskCreated/TaskEdited alike.
+AGENT_SETTINGS: tuple[str, ...] = (
+    "model",
+    "system_prompt",
+    "agent_path",
+    "permission_mode",
+    "allowed_tools",
+    "max_budget_usd",
+    "max_turns",
+    "timeout_s",
+)

@@ -180,16 +180,7 @@ class TaskState(msgspec.Struct, frozen=True, kw_only=True):
     worktree: WorktreeState | None = None
 
 
-_CONFIG_FIELDS: Final = (
-    "model",
-    "system_prompt",
-    "agent_path",
-    "permission_mode",
-    "allowed_tools",
-    "max_budget_usd",
-    "max_turns",
-    "timeout_s",
-)
+_CONFIG_FIELDS: Final = ev.AGENT_SETTINGS
 
 
 def _changes(event: msgspec.Struct, names: tuple[str, ...]) -> dict[str, Any]:
@@ -348,15 +339,15 @@ def _cancelled(s: TaskState, e: ev.TaskCancelled, at: datetime) -> dict[str, Any
     return _finish(at, status="cancelled", error=e.reason, cause="cancelled")
 
 
-def _worktree_created(s: TaskState, e: ev.WorktreeCreated, at: datetime) -> dict[str, Any]:
+def _new_worktree(s: TaskState, at: datetime, kind: str, path: str, **git: Any) -> dict[str, Any]:
     wt = WorktreeState(
         task_id=s.id,
-        kind="worktree",
-        path=e.path,
-        branch=e.branch,
-        base_branch=e.base_branch,
-        base_commit=e.base_commit,
-        head_commit=e.base_commit,
+        kind=kind,
+        path=path,
+        branch=git.get("branch"),
+        base_branch=git.get("base_branch"),
+        base_commit=git.get("base_commit"),
+        head_commit=git.get("base_commit"),
         status="active",
         commit_count=0,
         files_changed=0,
@@ -368,28 +359,17 @@ def _worktree_created(s: TaskState, e: ev.WorktreeCreated, at: datetime) -> dict
         updated_at=at,
     )
     return {"worktree": wt}
+
+
+def _worktree_created(s: TaskState, e: ev.WorktreeCreated, at: datetime) -> dict[str, Any]:
+    return _new_worktree(
+        s, at, "worktree", e.path,
+        branch=e.branch, base_branch=e.base_branch, base_commit=e.base_commit,
+    )  # fmt: skip
 
 
 def _sandbox_created(s: TaskState, e: ev.SandboxCreated, at: datetime) -> dict[str, Any]:
-    wt = WorktreeState(
-        task_id=s.id,
-        kind="sandbox",
-        path=e.path,
-        branch=None,
-        base_branch=None,
-        base_commit=None,
-        head_commit=None,
-        status="active",
-        commit_count=0,
-        files_changed=0,
-        insertions=0,
-        deletions=0,
-        merge_commit=None,
-        kept_ref=None,
-        created_at=at,
-        updated_at=at,
-    )
-    return {"worktree": wt}
+    return _new_worktree(s, at, "sandbox", e.path)
 
 
 def _with_worktree(s: TaskState, at: datetime, **fields: Any) -> dict[str, Any]:

@@ -6,11 +6,9 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 import nats
 import pytest
 
-from claudedo_actors.natsserver import find_nats_server, free_port
+from claudedo_actors.natsserver import EmbeddedNats
 
 
 def wait_until(cond: Callable[[], Any], timeout_s: float = 20.0, what: str = "condition") -> Any:
@@ -35,40 +33,12 @@ def wait_until(cond: Callable[[], Any], timeout_s: float = 20.0, what: str = "co
 
 
 @pytest.fixture(scope="session")
-def nats_url() -> Iterator[str]:
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real nats-server with JetStream on a free loopback port, its store in a temp dir."""
-    store = tempfile.mkdtemp(prefix="claudedo-nats-")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            find_nats_server(),
-            "--jetstream",
-            "--store_dir",
-            store,
-            "--addr",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"nats://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        import socket
-
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-
-    wait_until(ready, what="nats-server")
-    yield url
-    proc.terminate()
-    proc.wait(10)
-    shutil.rmtree(store, ignore_errors=True)
+    store = tmp_path_factory.mktemp("nats")
+    server = EmbeddedNats(store, store / "nats-server.pid", "claudedo-tests")
+    yield server.start()
+    server.stop()
 
 
 class JetStreamEnv:

@@ -135,3 +135,12 @@ def test_subjects_parse_back() -> None:
     assert ev.parse_event_subject(subject) == ("task", "abc", "TaskQueued")
     assert ev.parse_event_subject("claudedo.evt.task.abc") is None
     assert ev.parse_event_subject("other.evt.task.abc.X") is None
+
+
+def test_agent_settings_are_fields_of_every_event_and_request_that_carries_them() -> None:
+    from claudedo_actors import requests as rq
+
+    for cls in (ev.ListCreated, ev.ListConfigured, ev.TaskCreated, ev.TaskEdited,
+                rq.AgentSettings, rq.AgentSettingsChange):  # fmt: skip
+        names = {f.name for f in msgspec.structs.fields(cls)}
+        assert set(ev.AGENT_SETTINGS) <= names, cls.__name__

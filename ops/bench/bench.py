@@ -25,7 +25,7 @@ from typing import Any
 import nats
 
 import events as ev
-from claudedo_actors.natsserver import find_nats_server, free_port
+from claudedo_actors.natsserver import EmbeddedNats
 from events.log import STREAM, EventLog
 from events.replay import replay
 from projections.rebuild import rebuild_file
@@ -36,43 +36,13 @@ RESULTS: dict[str, Any] = {}
 
 @contextmanager
 def nats_server() -> Iterator[str]:
-    store = tempfile.mkdtemp(prefix="bench-nats-")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            find_nats_server(),
-            "--jetstream",
-            "--store_dir",
-            store,
-            "--addr",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"nats://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            asyncio.run(_ping(url))
-            break
-        except Exception:
-            time.sleep(0.05)
+    """A fresh nats-server with JetStream, the same way a node starts its embedded one."""
+    store = Path(tempfile.mkdtemp(prefix="bench-nats-"))
+    server = EmbeddedNats(store, store / "nats-server.pid", "claudedo-bench")
     try:
-        yield url
+        yield server.start()
     finally:
-        proc.terminate()
-        proc.wait()
-
-
-async def _ping(url: str) -> None:
-    async def quiet(exc: Exception) -> None:
-        """Refusals while the server starts are expected."""
-
-    nc = await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0, error_cb=quiet)
-    await nc.close()
+        server.stop()
 
 
 def pct(values: list[float], p: float) -> float:
