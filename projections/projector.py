@@ -195,14 +195,17 @@ class Projection:
                     kept.append((raw, env))
             decoded = kept
 
-        # Aggregates created in this batch have no rows to read back.
-        created = {e.aggregate_id for _, e in decoded if type(e.event) in _CREATIONS}
-        lists = self._load_lists(
-            {e.aggregate_id for _, e in decoded if e.aggregate == "list"} - created
-        )
-        tasks = self._load_tasks(
-            {e.aggregate_id for _, e in decoded if e.aggregate == "task"} - created
-        )
+        list_ids = {e.aggregate_id for _, e in decoded if e.aggregate == "list"}
+        task_ids = {e.aggregate_id for _, e in decoded if e.aggregate == "task"}
+        if self.bulk:
+            # Memory holds every state of a bulk replay: a creation has nothing to read back.
+            creations = {e.aggregate_id for _, e in decoded if type(e.event) in _CREATIONS}
+            list_ids -= creations
+            task_ids -= creations
+        lists = self._load_lists(list_ids)
+        tasks = self._load_tasks(task_ids)
+        # Aggregates with no state before this batch have no rows to delete when written.
+        created = (list_ids - lists.keys()) | (task_ids - tasks.keys())
         changed_lists: dict[str, ListState] = {}
         changed_tasks: dict[str, TaskState] = {}
         rows = _EventRows()
@@ -238,7 +241,7 @@ class Projection:
             )
             self.checkpoint = new_checkpoint
             return new_checkpoint
-        self._write(changed_lists, changed_tasks, rows, skipped, new_checkpoint)
+        self._write(changed_lists, changed_tasks, rows, skipped, new_checkpoint, created)
         self.checkpoint = new_checkpoint
         _remember(self._lists, changed_lists)
         _remember(self._tasks, changed_tasks)
@@ -266,20 +269,26 @@ class Projection:
         rows: _EventRows,
         skipped: list[tuple[ev.RawEvent, str]],
         checkpoint: int,
+        created: frozenset[str] | set[str] = frozenset(),
     ) -> None:
+        """Rows of the changed states, events rows and checkpoint, in one transaction.
+
+        `created`: aggregates created in this batch, so without rows to delete first.
+        """
         con = self.con
         con.begin()
         try:
             if lists:
-                self._replace("lists", "id", list(lists.values()))
+                old = [i for i in lists if i not in created]
+                self._replace("lists", list(lists.values()), old)
             if tasks:
                 states = list(tasks.values())
-                self._replace("tasks", "id", states)
-                ids = [t.id for t in states]
-                self._replace_children("subtasks", ids, [s for t in states for s in t.subtasks])
-                self._replace_children("runs", ids, [r for t in states for r in t.runs])
+                old = [t.id for t in states if t.id not in created]
+                self._replace("tasks", states, old)
+                self._replace_children("subtasks", old, [s for t in states for s in t.subtasks])
+                self._replace_children("runs", old, [r for t in states for r in t.runs])
                 self._replace_children(
-                    "worktrees", ids, [t.worktree for t in states if t.worktree is not None]
+                    "worktrees", old, [t.worktree for t in states if t.worktree is not None]
                 )
             self._write_events(con, rows.table() if rows.rows else None, skipped, checkpoint)
             con.commit()
@@ -320,22 +329,22 @@ class Projection:
                 con.unregister("_skipped")
         con.execute("UPDATE projection_checkpoint SET seq = ? WHERE name = 'main'", [checkpoint])
 
-    def _replace(self, table: str, key: str, states: Sequence[msgspec.Struct]) -> None:
-        cols = self._columns(table, states)
-        arrow = pa.Table.from_pydict(cols, schema=self._schemas[table])
-        self.con.register("_batch", arrow)
-        try:
-            self.con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM _batch)")
-            self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _batch")
-        finally:
-            self.con.unregister("_batch")
+    def _replace(self, table: str, states: Sequence[msgspec.Struct], old_ids: list[str]) -> None:
+        """Rows of `states` (keyed by `id`); rows of `old_ids` are deleted first."""
+        if old_ids:
+            self.con.execute(
+                f"DELETE FROM {table} WHERE id IN (SELECT unnest(?::VARCHAR[]))", [old_ids]
+            )
+        self._insert(table, self._columns(table, states))
 
     def _replace_children(
-        self, table: str, task_ids: list[str], rows: Sequence[msgspec.Struct]
+        self, table: str, old_task_ids: list[str], rows: Sequence[msgspec.Struct]
     ) -> None:
-        self.con.execute(
-            f"DELETE FROM {table} WHERE task_id IN (SELECT unnest(?::VARCHAR[]))", [task_ids]
-        )
+        if old_task_ids:
+            self.con.execute(
+                f"DELETE FROM {table} WHERE task_id IN (SELECT unnest(?::VARCHAR[]))",
+                [old_task_ids],
+            )
         if rows:
             self._insert(table, self._columns(table, rows))
 

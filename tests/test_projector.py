@@ -173,3 +173,21 @@ def test_state_read_back_from_rows_equals_the_folded_state(tmp_path: Path) -> No
     fresh = Projection(path)  # empty cache: the state comes from the rows
     assert fresh.task_state("t1") == folded
     assert msgspec.structs.asdict(fresh.list_state("l1"))["name"] == "l"  # type: ignore[arg-type]
+
+
+def test_a_second_creation_of_a_task_replaces_its_rows_without_duplicates(tmp_path: Path) -> None:
+    # Commands never do this (creation is guarded), but an unguarded writer could.
+    log = Log()
+    log.add(ev.ListCreated(name="l"), "l1")
+    sub = (ev.Subtask(subtask_id="s1", title="a"),)
+    log.add(ev.TaskCreated(list_id="l1", title="first", subtasks=sub), "t1")
+    log.add(ev.TaskCreated(list_id="l1", title="second", subtasks=sub), "t1")
+    live = Projection(tmp_path / "live.duckdb")
+    for raw in log.raws:
+        live.apply([raw])
+    assert live.con.execute("SELECT title FROM tasks").fetchall() == [("second",)]
+    assert live.con.execute("SELECT count(*) FROM subtasks").fetchone() == (1,)
+    one_batch = Projection(tmp_path / "one.duckdb")
+    one_batch.apply(log.raws)
+    assert one_batch.con.execute("SELECT title FROM tasks").fetchall() == [("second",)]
+    assert one_batch.con.execute("SELECT count(*) FROM subtasks").fetchone() == (1,)
