@@ -87,12 +87,13 @@ class Api:
                 raise Invalid("invalid request: not JSON") from None
             reply: dict[str, Any] = {"ok": await handler(self, req)}
         except ClaudeDoError as exc:
-            reply = {"error": {"code": exc.code, "message": exc.message}}
+            reply = {"error": {"code": exc.code, "message": _one_line(exc.message)}}
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("request %s failed", verb)
-            reply = {"error": {"code": "internal", "message": f"internal error: {exc}"}}
+            detail = _one_line(str(exc)) or type(exc).__name__
+            reply = {"error": {"code": "internal", "message": f"internal error: {detail}"}}
         if msg.reply:
             await msg.respond(msgspec.json.encode(reply))
 
@@ -173,6 +174,11 @@ class Api:
     def log_batches(self, from_seq: int, until_seq: int) -> Iterable[list[ev.RawEvent]]:
         """The log from `from_seq` to `until_seq`, read with the fast replay reader."""
         return replay_batches(self.nats_url, self.log.stream, from_seq, until_seq)
+
+
+def _one_line(text: str) -> str:
+    """Replies carry one line a user can read: whitespace collapsed, length bounded."""
+    return " ".join(text.split())[:500]
 
 
 # --- routes ------------------------------------------------------------------------------

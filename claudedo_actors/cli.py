@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -27,6 +28,55 @@ home_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, not a table.")
 
 
+if TYPE_CHECKING:
+    _ParamBase = click.ParamType[Any]  # generic in click >= 8.2 only
+else:
+    _ParamBase = click.ParamType
+
+
+class _FiniteFloat(_ParamBase):
+    """A finite number in (low, high]: NaN and infinity would travel as JSON null."""
+
+    name = "number"
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "":
+            return value  # '' clears a setting in a change
+        try:
+            number = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or not self.low < number <= self.high:
+            self.fail(f"{value} is not in the range ({self.low:g}, {self.high:g}]", param, ctx)
+        return number
+
+
+class _BoundedInt(_ParamBase):
+    """An integer in [low, high], or '' (clears a setting in a change)."""
+
+    name = "integer"
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "" or isinstance(value, int):
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a whole number", param, ctx)
+        if not self.low <= number <= self.high:
+            self.fail(f"{value} is not in the range [{self.low}, {self.high}]", param, ctx)
+        return number
+
+
+_INT32 = 2**31 - 1
+
+
 def agent_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Options for the agent settings a list or a task carries (task > list > default)."""
     options = [
@@ -37,9 +87,13 @@ def agent_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--allowed-tool", "allowed_tools", multiple=True, help="Tool allowed unasked (repeat)."
         ),
-        click.option("--max-budget-usd", type=float, help="Cost limit of a run, in USD."),
-        click.option("--max-turns", type=int, help="Turn limit of a run."),
-        click.option("--timeout", type=float, help="Wall-clock limit of a run, in seconds."),
+        click.option(
+            "--max-budget-usd", type=_FiniteFloat(0, 1e12), help="Cost limit of a run, in USD."
+        ),
+        click.option("--max-turns", type=_BoundedInt(1, _INT32), help="Turn limit of a run."),
+        click.option(
+            "--timeout", type=_FiniteFloat(0, 1e9), help="Wall-clock limit of a run, in seconds."
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -314,8 +368,8 @@ _mark_command("undo", "Untick checklist items (N: 1-based number or sub-task id 
 @app.command()
 @click.option("--list", "list_ref", help="Only this list (id, id prefix or name).")
 @click.option("--status", help="Only this status (draft, queued, claimed, running, done, ...).")
-@click.option("--limit", type=click.IntRange(min=1), help="At most this many.")
-@click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many first.")
+@click.option("--limit", type=click.IntRange(1, 10**9), help="At most this many.")
+@click.option("--offset", type=click.IntRange(0, 10**12), default=0, help="Skip this many first.")
 @home_option
 @json_option
 def tasks(
@@ -351,10 +405,21 @@ def sql(query: str, home: Path | None, as_json: bool) -> None:
     """
     result = _request(home, "sql", {"query": query})
     if as_json:
-        rows = [dict(zip(result["columns"], row, strict=True)) for row in result["rows"]]
+        names = _unique(result["columns"])
+        rows = [dict(zip(names, row, strict=True)) for row in result["rows"]]
         _emit(rows, True, "sql")
     else:
         _emit(result, False, "sql")
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Column names as JSON keys: a repeated name gets a suffix (a, a_2) instead of vanishing."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return out
 
 
 @app.group("projections")
@@ -390,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: {' '.join(exc.format_message().split())}\n")
         return exc.exit_code or 2
     except ClaudeDoError as exc:
-        sys.stderr.write(f"error: {exc.message}\n")
+        sys.stderr.write(f"error: {' '.join(exc.message.split())}\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import getpass
 import os
 import socket
@@ -24,14 +25,19 @@ def default_actor() -> str:
     return f"user:{user}@{socket.gethostname()}"
 
 
-def _alive(pid: int) -> bool:
+def _node_holds_lock(home: Home) -> bool:
+    """Whether a live node holds the home's lock (the kernel drops it when the node dies)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fd = os.open(home.lock_file, os.O_RDONLY)
+    except OSError:
         return False
-    except PermissionError:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    return True
+    finally:
+        os.close(fd)  # closing drops a lock this probe took
+    return False
 
 
 class NodeClient:
@@ -40,7 +46,7 @@ class NodeClient:
     def __init__(self, home: Path, timeout_s: float = 60.0) -> None:
         self.home = Home(home)
         address = NodeAddress.read(self.home)
-        if address is None or not _alive(address.pid):
+        if address is None or not _node_holds_lock(self.home):
             raise Unavailable(
                 f"no node running for home {self.home.root} (start one with: claudedo up)"
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 from collections.abc import Callable, Sequence
@@ -111,7 +112,7 @@ def _check_setting(name: str, value: Any) -> Any:
     if name == "allowed_tools":
         return tuple(_text(t, "allowed tool", 200) for t in value)
     if name in ("max_budget_usd", "timeout_s"):
-        if not value > 0:
+        if not math.isfinite(value) or not value > 0:
             raise Invalid(f"{name.replace('_', ' ')} must be greater than 0")
         return float(value)
     if name == "max_turns":

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,10 @@ from claudedo_actors.api import Api
 from claudedo_actors.bridge import NatsBridge
 from claudedo_actors.home import Home, NodeAddress
 from claudedo_actors.natsserver import EmbeddedNats
-from claudedo_actors.projector_actor import ProjectionFeed, ProjectorActor
+from claudedo_actors.projector_actor import ProjectionFeed, ProjectorActor, replay_batches
 from claudedo_actors.supervisor import Supervisor
 from events.errors import ClaudeDoError
-from events.log import STREAM
+from events.log import STREAM, RawEvent
 
 log = logging.getLogger("claudedo.node")
 
@@ -166,19 +167,26 @@ class Node:
         assert self._projector is not None
         return self._projector.proxy()
 
-    def _projector_failed(self, reason: str) -> None:
+    def _projector_failed(self, reason: str) -> bool:
+        """The feed saw the projector fail: True when it was restarted."""
         assert self._supervisor is not None
         ref = self._supervisor.proxy().child_failed("projector", reason).get()
-        if ref is not None:
-            self._projector = ref
+        if ref is None:
+            return False
+        self._projector = ref
+        return True
 
     async def _swap(self, path: Path) -> int:
-        assert self._feed is not None
+        url, stream = self.nats_url, STREAM
+        assert url is not None
+
+        def read(first: int, last: int) -> Iterable[list[RawEvent]]:
+            return replay_batches(url, stream, first, last)
+
         loop = asyncio.get_running_loop()
         checkpoint: int = await loop.run_in_executor(
-            None, lambda: self._projector_proxy().swap(path).get()
+            None, lambda: self._projector_proxy().swap(path, read).get()
         )
-        await self._feed.resync()
         return checkpoint
 
     def stop(self) -> None:

@@ -23,6 +23,8 @@ _BATCH = 5_000
 _REPLAY_BATCH = 20_000
 # Behind by more than this, the feed first catches up with the bulk replay reader.
 _CATCH_UP_LAG = 2_000
+_MIN_BACKOFF_S = 0.1
+_MAX_BACKOFF_S = 5.0
 
 
 def replay_batches(
@@ -83,8 +85,20 @@ class ProjectorActor(pykka.ThreadingActor):
         """Run `fn` against the projection, serialised with the writes."""
         return fn(self._p())
 
-    def swap(self, new_path: Path) -> int:
-        """Replace the projection file with a rebuilt one; returns the new checkpoint."""
+    def swap(self, new_path: Path, read: Callable[[int, int], Iterable[list[RawEvent]]]) -> int:
+        """Replace the projection file with a rebuilt one; returns the new checkpoint.
+
+        The rebuilt file is first brought up to this projection's checkpoint (the events
+        appended while it was rebuilt), so the checkpoint never goes back: a command waiting
+        for its events never reads a projection that lacks them.
+        """
+        target = self._p().checkpoint
+        fresh = Projection(new_path)
+        try:
+            if fresh.checkpoint < target:
+                apply_pipelined(read(fresh.checkpoint + 1, target), fresh.apply)
+        finally:
+            fresh.close()
         self._p().close()
         self.projection = None
         os.replace(new_path, self.path)
@@ -106,7 +120,7 @@ class ProjectionFeed:
         self,
         log_: EventLog,
         projector: Callable[[], Any],
-        on_failure: Callable[[str], Any],
+        on_failure: Callable[[str], bool],
         nats_url: str,
     ) -> None:
         self._log = log_
@@ -150,6 +164,7 @@ class ProjectionFeed:
         await self._advance(await _ask(self._projector().checkpoint()))
 
     async def _run(self) -> None:
+        backoff_s = _MIN_BACKOFF_S
         while True:
             try:
                 await self._catch_up()
@@ -166,12 +181,18 @@ class ProjectionFeed:
                         await self._advance(gap.checkpoint)
                         break
                     except Exception as exc:
+                        # A projector that fails on a batch is restarted by the supervisor.
                         log.exception("projector failed on a batch")
-                        await asyncio.get_running_loop().run_in_executor(
+                        restarted = await asyncio.get_running_loop().run_in_executor(
                             None, self._on_failure, f"{type(exc).__name__}: {exc}"
                         )
+                        if not restarted:
+                            return  # the supervisor gave up: the node is stopping
+                        await asyncio.sleep(backoff_s)  # not a hot loop on a failing store
+                        backoff_s = min(backoff_s * 2, _MAX_BACKOFF_S)
                         await self._advance(await _ask(self._projector().checkpoint()))
                         break
+                    backoff_s = _MIN_BACKOFF_S
                     await self._advance(cp)
             finally:
                 await reader.close()
@@ -180,13 +201,6 @@ class ProjectionFeed:
         async with self._changed:
             self.checkpoint = cp
             self._changed.notify_all()
-
-    async def resync(self) -> None:
-        """After a swap: take the projection's checkpoint and re-read from there."""
-        cp = await _ask(self._projector().checkpoint())
-        await self.stop()
-        await self._advance(cp)
-        self._task = asyncio.create_task(self._run(), name="projection-feed")
 
     async def wait_for(self, seq: int, timeout_s: float = 30.0) -> None:
         """Return once the projection holds every event up to `seq`."""

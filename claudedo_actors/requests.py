@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
-from msgspec import UNSET, UnsetType
+from msgspec import UNSET, Meta, UnsetType
+
+from events._base import Amount, Positive, Seconds
 
 
 class Request(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -21,9 +25,9 @@ class AgentSettings(Request, kw_only=True, forbid_unknown_fields=True):
     agent_path: str | None = None
     permission_mode: str | None = None
     allowed_tools: list[str] | None = None
-    max_budget_usd: float | None = None
-    max_turns: int | None = None
-    timeout_s: float | None = None
+    max_budget_usd: Amount | None = None
+    max_turns: Positive | None = None
+    timeout_s: Seconds | None = None
 
 
 class AgentSettingsChange(Request, kw_only=True, forbid_unknown_fields=True):
@@ -93,8 +97,8 @@ class MarkSubtasks(Request, kw_only=True, forbid_unknown_fields=True):
 class ListTasks(Request, kw_only=True, forbid_unknown_fields=True):
     list_ref: str | None = msgspec.field(name="list", default=None)
     status: str | None = None
-    limit: int | None = None
-    offset: int = 0
+    limit: Annotated[int, Meta(ge=1, le=10**9)] | None = None
+    offset: Annotated[int, Meta(ge=0, le=10**12)] = 0
 
 
 class Audit(Request, kw_only=True, forbid_unknown_fields=True):

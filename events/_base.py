@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from datetime import datetime
+from typing import Annotated, ClassVar
 
 import msgspec
+from msgspec import Meta
+
+# Value ranges every reader can store (DuckDB INTEGER/BIGINT, Arrow): an event outside them is
+# refused when decoded, so it is skipped and recorded, never half-applied.
+Count = Annotated[int, Meta(ge=0, le=2**31 - 1)]
+Positive = Annotated[int, Meta(ge=1, le=2**31 - 1)]
+Signed = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
+BigCount = Annotated[int, Meta(ge=0, le=2**53)]
+Amount = Annotated[float, Meta(ge=0, le=1e12)]
+Seconds = Annotated[float, Meta(gt=0, le=1e9)]
+UtcTime = Annotated[datetime, Meta(tz=True)]
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="type"):

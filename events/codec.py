@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+from msgspec import Meta
 
-from events._base import Event
+from events._base import Event, UtcTime
 from events._ids import new_event_id
 from events.catalog import EVENTS_BY_NAME, AnyEvent
 from events.subjects import event_subject
@@ -26,12 +27,12 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     """An event with the facts every event has: id, time, aggregate, origin, version."""
 
     event_id: str
-    occurred_at: datetime
+    occurred_at: UtcTime
     aggregate_id: str
     node_id: str
     correlation_id: str
     actor: str
-    schema_version: int
+    schema_version: Annotated[int, Meta(ge=1, le=1000)]
     event: AnyEvent
 
     @property

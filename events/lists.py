@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from msgspec import UNSET, UnsetType
 
-from events._base import ListEvent
+from events._base import Amount, ListEvent, Positive, Seconds
 
 
 class ListCreated(ListEvent, frozen=True, kw_only=True):
@@ -17,9 +17,9 @@ class ListCreated(ListEvent, frozen=True, kw_only=True):
     agent_path: str | None = None
     permission_mode: str | None = None
     allowed_tools: tuple[str, ...] | None = None
-    max_budget_usd: float | None = None
-    max_turns: int | None = None
-    timeout_s: float | None = None
+    max_budget_usd: Amount | None = None
+    max_turns: Positive | None = None
+    timeout_s: Seconds | None = None
 
 
 class ListConfigured(ListEvent, frozen=True, kw_only=True):
@@ -32,9 +32,9 @@ class ListConfigured(ListEvent, frozen=True, kw_only=True):
     agent_path: str | UnsetType | None = UNSET
     permission_mode: str | UnsetType | None = UNSET
     allowed_tools: tuple[str, ...] | UnsetType | None = UNSET
-    max_budget_usd: float | UnsetType | None = UNSET
-    max_turns: int | UnsetType | None = UNSET
-    timeout_s: float | UnsetType | None = UNSET
+    max_budget_usd: Amount | UnsetType | None = UNSET
+    max_turns: Positive | UnsetType | None = UNSET
+    timeout_s: Seconds | UnsetType | None = UNSET
 
 
 LIST_EVENTS: tuple[type[ListEvent], ...] = (ListCreated, ListConfigured)

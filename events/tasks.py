@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from events._base import TaskEvent
+from events._base import Amount, BigCount, Count, Positive, Seconds, Signed, TaskEvent
 
 
 class Subtask(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,9 +35,9 @@ class TaskCreated(TaskEvent, frozen=True, kw_only=True):
     agent_path: str | None = None
     permission_mode: str | None = None
     allowed_tools: tuple[str, ...] | None = None
-    max_budget_usd: float | None = None
-    max_turns: int | None = None
-    timeout_s: float | None = None
+    max_budget_usd: Amount | None = None
+    max_turns: Positive | None = None
+    timeout_s: Seconds | None = None
 
 
 class TaskEdited(TaskEvent, frozen=True, kw_only=True):
@@ -50,9 +50,9 @@ class TaskEdited(TaskEvent, frozen=True, kw_only=True):
     agent_path: str | UnsetType | None = UNSET
     permission_mode: str | UnsetType | None = UNSET
     allowed_tools: tuple[str, ...] | UnsetType | None = UNSET
-    max_budget_usd: float | UnsetType | None = UNSET
-    max_turns: int | UnsetType | None = UNSET
-    timeout_s: float | UnsetType | None = UNSET
+    max_budget_usd: Amount | UnsetType | None = UNSET
+    max_turns: Positive | UnsetType | None = UNSET
+    timeout_s: Seconds | UnsetType | None = UNSET
 
 
 class SubtaskAdded(TaskEvent, frozen=True, kw_only=True):
@@ -91,14 +91,14 @@ class TaskClaimed(TaskEvent, frozen=True, kw_only=True):
     """A slot of a node took the task; no other slot may run it."""
 
     node_id: str
-    slot: int
+    slot: Count
 
 
 class TaskStarted(TaskEvent, frozen=True, kw_only=True):
     """The claiming slot began working on the task in `workdir`."""
 
     node_id: str
-    slot: int
+    slot: Count
     workdir: str
 
 
@@ -154,11 +154,11 @@ class SandboxCreated(TaskEvent, frozen=True, kw_only=True):
 class WorktreeCommitted(TaskEvent, frozen=True, kw_only=True):
     """The agent's changes of a run were committed on the task's branch."""
 
-    run_number: int
+    run_number: Positive
     commit: str
-    files_changed: int
-    insertions: int
-    deletions: int
+    files_changed: Count
+    insertions: Count
+    deletions: Count
 
 
 class WorktreeMerged(TaskEvent, frozen=True, kw_only=True):
@@ -181,11 +181,11 @@ class WorktreeDiscarded(TaskEvent, frozen=True, kw_only=True):
 class RunStarted(TaskEvent, frozen=True, kw_only=True):
     """Run N of the task began (run 1, the automatic retry, or a continue)."""
 
-    run_number: int
+    run_number: Positive
     is_retry: bool = False
     is_continue: bool = False
     node_id: str
-    slot: int
+    slot: Count
     workdir: str
     prompt: str
     model: str | None = None
@@ -196,16 +196,16 @@ class RunStarted(TaskEvent, frozen=True, kw_only=True):
 class RunProcessSpawned(TaskEvent, frozen=True, kw_only=True):
     """The agent process of a run exists; enough to find it again after a crash."""
 
-    run_number: int
-    pid: int
-    pid_started_at: float
+    run_number: Positive
+    pid: Positive
+    pid_started_at: Amount
     argv: tuple[str, ...]
 
 
 class RunSessionOpened(TaskEvent, frozen=True, kw_only=True):
     """The agent announced its session (the stream-json `system`/`init` line)."""
 
-    run_number: int
+    run_number: Positive
     session_id: str
     cli_version: str | None = None
     model: str | None = None
@@ -215,22 +215,22 @@ class RunSessionOpened(TaskEvent, frozen=True, kw_only=True):
 class RunFinished(TaskEvent, frozen=True, kw_only=True):
     """Run N ended, successfully or not, with everything the agent reported."""
 
-    run_number: int
+    run_number: Positive
     success: bool
-    exit_code: int | None = None
+    exit_code: Signed | None = None
     cause: str | None = None
     result: str | None = None
     error: str | None = None
     structured_output: Any = None
-    turn_count: int | None = None
-    tokens_in: int | None = None
-    tokens_out: int | None = None
-    cache_read_tokens: int | None = None
-    cache_creation_tokens: int | None = None
-    cost_usd: float | None = None
-    duration_ms: int | None = None
-    api_error_status: int | None = None
-    line_count: int = 0
+    turn_count: Count | None = None
+    tokens_in: BigCount | None = None
+    tokens_out: BigCount | None = None
+    cache_read_tokens: BigCount | None = None
+    cache_creation_tokens: BigCount | None = None
+    cost_usd: Amount | None = None
+    duration_ms: BigCount | None = None
+    api_error_status: Count | None = None
+    line_count: BigCount = 0
     transcript_sha256: str | None = None
 
 

@@ -33,6 +33,18 @@ log = logging.getLogger("claudedo.projector")
 
 _S = TypeVar("_S", bound=msgspec.Struct)
 _CREATIONS = frozenset({ev.ListCreated, ev.TaskCreated})
+# Errors a stored value can cause when it becomes a row; anything else (I/O, memory) is the
+# environment's, and propagates.
+_DATA_ERRORS = (
+    OverflowError,
+    ValueError,
+    TypeError,
+    pa.ArrowException,
+    duckdb.ConversionException,
+    duckdb.ConstraintException,
+    duckdb.InvalidInputException,
+    duckdb.OutOfRangeException,
+)
 _CACHE_SIZE = 20_000
 _json = msgspec.json.Encoder()
 
@@ -162,9 +174,29 @@ class Projection:
         gc.disable()
         try:
             return self._apply(batch)
+        except _DATA_ERRORS as exc:
+            if self.bulk:
+                raise
+            return self._isolate(batch, exc)
         finally:
             if was_enabled:
                 gc.enable()
+
+    def _isolate(self, batch: Sequence[ev.RawEvent], exc: BaseException) -> int:
+        """A batch whose rows cannot be stored: apply its events one at a time; one that
+        still fails is skipped and recorded, so the projector never stalls on it."""
+        fresh = [raw for raw in batch if raw.seq > self.checkpoint]
+        if len(fresh) > 1:
+            log.warning("batch at %d failed (%s): applying it event by event", fresh[0].seq, exc)
+            for raw in fresh:
+                self.apply([raw])
+            return self.checkpoint
+        raw = fresh[0]
+        reason = f"cannot be projected: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        log.warning("skipped message seq=%d subject=%s: %s", raw.seq, raw.subject, reason)
+        self._write({}, {}, _EventRows(), [(raw, reason)], raw.seq)
+        self.checkpoint = raw.seq
+        return raw.seq
 
     def _apply(self, batch: Sequence[ev.RawEvent]) -> int:
         fresh = [raw for raw in batch if raw.seq > self.checkpoint]
@@ -215,11 +247,11 @@ class Projection:
                 if type(env.event).AGGREGATE == "list":
                     lst = fold_list(lists.get(agg_id), env, raw.seq)
                     lists[agg_id] = changed_lists[agg_id] = lst
-                    rows.add(raw, agg_id)
+                    rows.add(raw, env, agg_id)
                 else:
                     task = fold_task(tasks.get(agg_id), env, raw.seq)
                     tasks[agg_id] = changed_tasks[agg_id] = task
-                    rows.add(raw, task.list_id)
+                    rows.add(raw, env, task.list_id)
             except ValueError as exc:
                 skipped.append((raw, str(exc)))
 
@@ -234,7 +266,7 @@ class Projection:
             assert self._writer is not None and self._bulk_ids is not None
             self._bulk_ids.update(env.event_id for _, env in decoded)
             self._writer.submit(
-                rows.table() if rows.rows else None,
+                rows.table(self._schemas["events"]) if rows.rows else None,
                 skipped,
                 new_checkpoint,
                 {env.event_id for _, env in decoded},
@@ -290,7 +322,9 @@ class Projection:
                 self._replace_children(
                     "worktrees", old, [t.worktree for t in states if t.worktree is not None]
                 )
-            self._write_events(con, rows.table() if rows.rows else None, skipped, checkpoint)
+            self._write_events(
+                con, rows.table(self._schemas["events"]) if rows.rows else None, skipped, checkpoint
+            )
             con.commit()
         except BaseException:
             con.rollback()
@@ -309,9 +343,9 @@ class Projection:
         if events is not None:
             con.register("_events", events)
             try:
-                con.execute(_INSERT_EVENTS)
+                con.execute("INSERT INTO events BY NAME SELECT * FROM _events")
             finally:
-                con.unregister("_events")
+                _unregister(con, "_events")
         if skipped:
             now = datetime.now(UTC)
             cols = {
@@ -326,7 +360,7 @@ class Projection:
             try:
                 con.execute("INSERT INTO skipped_messages BY NAME SELECT * FROM _skipped")
             finally:
-                con.unregister("_skipped")
+                _unregister(con, "_skipped")
         con.execute("UPDATE projection_checkpoint SET seq = ? WHERE name = 'main'", [checkpoint])
 
     def _replace(self, table: str, states: Sequence[msgspec.Struct], old_ids: list[str]) -> None:
@@ -354,7 +388,7 @@ class Projection:
         try:
             self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _batch")
         finally:
-            self.con.unregister("_batch")
+            _unregister(self.con, "_batch")
 
     def _columns(self, table: str, states: Sequence[msgspec.Struct]) -> dict[str, list[Any]]:
         return {name: [getattr(s, name) for s in states] for name in self._schemas[table].names}
@@ -428,46 +462,45 @@ class _BulkWriter:
 
 
 class _EventRows:
-    """The flat `events` rows of a batch: DuckDB takes the envelope fields from the stored JSON."""
+    """The flat `events` rows of a batch, from the decoded envelopes."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple[int, str, bytes, str]] = []
+        self.rows: list[tuple[Any, ...]] = []
 
-    def add(self, raw: ev.RawEvent, list_id: str) -> None:
-        self.rows.append((raw.seq, raw.subject, raw.data, list_id))
+    def add(self, raw: ev.RawEvent, env: ev.Envelope, list_id: str) -> None:
+        cls = type(env.event)
+        aggregate = cls.AGGREGATE
+        self.rows.append(
+            (
+                raw.seq, env.event_id, raw.subject, cls.__name__, env.schema_version, aggregate,
+                env.aggregate_id, env.aggregate_id if aggregate == "task" else None, list_id,
+                env.occurred_at, env.node_id, env.actor, env.correlation_id,
+                _json.encode(env.event).decode(),
+            )
+        )  # fmt: skip
 
-    def table(self) -> pa.Table:
+    def table(self, schema: pa.Schema) -> pa.Table:
         columns = list(zip(*self.rows, strict=True))
         return pa.Table.from_arrays(
-            [pa.array(c, type=f.type) for c, f in zip(columns, _STAGED_EVENTS, strict=True)],
-            schema=_STAGED_EVENTS,
+            [
+                pa.array(c, type=schema.field(n).type)
+                for c, n in zip(columns, _EVENT_COLUMNS, strict=True)
+            ],
+            names=list(_EVENT_COLUMNS),
         )
 
 
-_STAGED_EVENTS = pa.schema(
-    [
-        ("seq", pa.int64()),
-        ("subject", pa.string()),
-        ("raw", pa.binary()),
-        ("list_id", pa.string()),
-    ]
-)
+_EVENT_COLUMNS = (
+    "seq", "event_id", "subject", "type", "schema_version", "aggregate", "aggregate_id",
+    "task_id", "list_id", "occurred_at", "node", "actor", "correlation_id", "payload",
+)  # fmt: skip
 
-# The envelope's fields, read by DuckDB from the event as stored (payload: its `event` object).
-_ENVELOPE = (
-    '{"event_id": "VARCHAR", "occurred_at": "TIMESTAMPTZ", "aggregate_id": "VARCHAR", '
-    '"node_id": "VARCHAR", "correlation_id": "VARCHAR", "actor": "VARCHAR", '
-    '"schema_version": "INTEGER", "event": "JSON"}'
-)
-_INSERT_EVENTS = f"""
-INSERT INTO events BY NAME
-SELECT seq, subject, list_id,
-       split_part(subject, '.', 3) AS aggregate,
-       CASE WHEN split_part(subject, '.', 3) = 'task' THEN e.aggregate_id END AS task_id,
-       e.event_id, e.event->>'$.type' AS type, e.schema_version, e.aggregate_id, e.occurred_at,
-       e.node_id AS node, e.actor, e.correlation_id, e.event AS payload
-FROM (SELECT *, json_transform(decode(raw), '{_ENVELOPE}') AS e FROM _events)
-"""
+
+def _unregister(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    # In a transaction a failed statement aborted, unregistering fails too; the original
+    # error is the one to see, and the next register() replaces the name anyway.
+    with contextlib.suppress(duckdb.TransactionException):
+        con.unregister(name)
 
 
 def _remember(cache: OrderedDict[str, _S], changed: dict[str, _S]) -> None:

@@ -54,6 +54,9 @@ def refusal(state: TaskState, event: ev.Event) -> str | None:
         sub = next((s for s in state.subtasks if s.subtask_id == event.subtask_id), None)
         if sub is None:
             return f"task {state.id[:8]} has no sub-task {event.subtask_id}"
+        done = isinstance(event, ev.SubtaskCompleted)
+        if sub.done == done:
+            return f"sub-task {sub.position + 1} is already {'done' if done else 'open'}"
     return None
 
 
@@ -287,6 +290,9 @@ def _queued(s: TaskState, e: ev.TaskQueued, at: datetime) -> dict[str, Any]:
         status="queued",
         queued_at=at,
         finished_at=None,
+        result=None,  # the last outcome stays in the runs and the audit trail
+        error=None,
+        cause=None,
         follow_up_prompt=e.follow_up_prompt,
         cancel_requested=False,
         claimed_by=None,

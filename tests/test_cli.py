@@ -200,17 +200,29 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(
         ("task", "add", "demo", " "): "must not be empty",
         ("task", "unqueue", a): "is draft",
         ("task", "add", "demo", "T", "--permission-mode", "yolo"): "unknown permission mode",
-        ("task", "add", "demo", "T", "--max-turns", "0"): "at least 1",
+        ("task", "add", "demo", "T", "--max-turns", "0"): "not in the range [1,",
         ("task", "subtask", "done", a, "9"): "no sub-task",
         ("task", "frobnicate"): "No such command",
         ("tasks", "--limit", "x"): "not a valid integer",
+        ("tasks", "--limit", "99999999999999999999"): "range",
+        ("task", "add", "demo", "T", "--max-turns", "99999999999999999999"): "range",
+        ("task", "add", "demo", "T", "--timeout", "nan"): "range",
+        ("task", "edit", a, "--max-budget-usd", "inf"): "range",
+        ("task", "subtask", "add", a, "one"): "",
+        ("task", "subtask", "done", a, "1"): "",
+        ("list", "add", "demo2", "--dir", "relative/path"): "does not exist",
     }
     for args, text in cases.items():
+        if not text:  # set-up steps among the cases
+            assert node.cli(*args).code == 0, args
+            continue
         res = node.cli(*args)
         assert res.code != 0, args
         assert res.err.count("\n") == 1 and res.err.startswith("error: "), (args, res.err)
         assert text.lower() in res.err.lower(), (args, res.err)
         assert "Traceback" not in res.err + res.out
+    res = node.cli("task", "subtask", "done", a, "1")
+    assert res.code == 1 and res.err == "error: cannot tick sub-tasks: sub-task 1 is already done\n"
     # Nothing a refused command did reached the log: the queue of `a, nope` changed nothing.
     assert node.ok("task", "show", a)["status"] == "draft"
 
@@ -313,3 +325,67 @@ def test_a_foreign_message_on_a_task_subject_does_not_block_the_task(
 
     asyncio.run(publish())
     assert node.ok("task", "queue", t)[0]["status"] == "queued"
+
+
+def test_poison_events_on_the_log_are_skipped_and_the_node_lives(
+    node: NodeProcess, git_repo: Path
+) -> None:
+    url = json.loads((node.home / "node.json").read_text())["nats_url"]
+    origin = ev.Origin(node_id="intruder", correlation_id="c", actor="user:x")
+    good = ev.envelop(ev.TaskCreated(list_id="l", title="t"), "poison-1", origin)
+    huge = ev.encode(good).replace(b'"max_turns":null', b'"max_turns":99999999999999999999')
+    odd_time = ev.encode(ev.envelop(ev.TaskCreated(list_id="l", title="t"), "poison-2", origin))
+    start = odd_time.index(b'"occurred_at":"') + 15
+    odd_time = odd_time[:start] + b"2024-01-01t00:00:00z" + odd_time[start + 20 :]
+
+    async def publish() -> None:
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        await js.publish(good.subject, huge)
+        await js.publish("claudedo.evt.task.poison-2.TaskCreated", odd_time)
+        await nc.close()
+
+    asyncio.run(publish())
+    _list(node, git_repo)
+    info = node.ok("info")
+    assert info["checkpoint_seq"] == info["last_seq"] == 3
+    skipped = node.ok("sql", "select seq from skipped_messages order by seq")
+    assert [s["seq"] for s in skipped][:1] == [1]
+    assert node.ok("task", "add", "demo", "still works")["status"] == "draft"
+
+
+def test_commands_during_rebuilds_always_read_their_own_writes(
+    node: NodeProcess, git_repo: Path
+) -> None:
+    import threading
+
+    from claudedo_actors.client import NodeClient
+
+    _list(node, git_repo)
+    for i in range(30):
+        node.ok("task", "add", "demo", f"before {i}")
+    failures: list[str] = []
+    done = threading.Event()
+
+    def add_tasks() -> None:
+        client = NodeClient(node.home)
+        i = 0
+        while not done.is_set():
+            try:
+                task = client.request("task.add", {"list": "demo", "title": f"during {i}"})
+                assert task["title"] == f"during {i}"
+            except Exception as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
+            i += 1
+
+    worker = threading.Thread(target=add_tasks)
+    worker.start()
+    try:
+        for _ in range(4):
+            node.ok("projections", "rebuild")
+    finally:
+        done.set()
+        worker.join(60)
+    assert failures == []
+    info = node.ok("info")
+    assert info["checkpoint_seq"] == info["last_seq"]

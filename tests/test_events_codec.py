@@ -17,6 +17,8 @@ from events import schema
 def _sample(tp: Any) -> Any:
     """A non-default value of a field type (first non-None arm of a union)."""
     origin = get_origin(tp)
+    if origin is typing.Annotated:
+        return _sample(get_args(tp)[0])
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         arms = [a for a in get_args(tp) if a not in (type(None), msgspec.UnsetType)]
         return _sample(arms[0])
@@ -38,12 +40,12 @@ def _sample(tp: Any) -> Any:
 
 
 def _full(cls: type[msgspec.Struct]) -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     return cls(**{f.name: _sample(hints[f.name]) for f in msgspec.structs.fields(cls)})
 
 
 def _minimal(cls: type[msgspec.Struct]) -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     return cls(
         **{f.name: _sample(hints[f.name]) for f in msgspec.structs.fields(cls) if f.required}
     )

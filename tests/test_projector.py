@@ -191,3 +191,48 @@ def test_a_second_creation_of_a_task_replaces_its_rows_without_duplicates(tmp_pa
     one_batch.apply(log.raws)
     assert one_batch.con.execute("SELECT title FROM tasks").fetchall() == [("second",)]
     assert one_batch.con.execute("SELECT count(*) FROM subtasks").fetchone() == (1,)
+
+
+def test_an_event_whose_row_cannot_be_stored_is_skipped_and_recorded(tmp_path: Path) -> None:
+    # A real DuckDB refusal: this file's tasks table rejects one title.
+    import duckdb
+
+    path = tmp_path / "p.duckdb"
+    schema = duckdb.connect(str(path))
+    from projections.store import schema_sql
+
+    ddl = schema_sql()[0].replace(
+        "    last_seq BIGINT NOT NULL\n);\n\nCREATE TABLE IF NOT EXISTS subtasks",
+        "    last_seq BIGINT NOT NULL,\n    CHECK (title <> 'poison')\n);\n\n"
+        "CREATE TABLE IF NOT EXISTS subtasks",
+    )
+    assert "poison" in ddl
+    schema.execute(ddl)
+    schema.close()
+    log = Log()
+    log.add(ev.ListCreated(name="l"), "l1")
+    log.add(ev.TaskCreated(list_id="l1", title="fine"), "t1")
+    log.add(ev.TaskCreated(list_id="l1", title="poison"), "t2")
+    log.add(ev.TaskQueued(), "t1")
+    p = Projection(path)
+    assert p.apply(log.raws) == 4
+    assert p.con.execute("SELECT id, status FROM tasks").fetchall() == [("t1", "queued")]
+    skipped = p.con.execute("SELECT seq, reason FROM skipped_messages").fetchall()
+    assert [s for s, _ in skipped] == [3] and "Constraint" in skipped[0][1]
+    assert p.con.execute("SELECT count(*) FROM events").fetchone() == (3,)
+
+
+def test_values_outside_storable_ranges_are_refused_at_decode(tmp_path: Path) -> None:
+    log = Log()
+    log.add(ev.ListCreated(name="l"), "l1")
+    env = ev.envelop(ev.TaskCreated(list_id="l1", title="big"), "t1", ORIGIN)
+    data = ev.encode(env).replace(b'"max_turns":null', b'"max_turns":99999999999999999999')
+    log.add_raw(env.subject, data)
+    late = ev.encode(ev.envelop(ev.TaskCreated(list_id="l1", title="t"), "t2", ORIGIN))
+    naive = late.replace(
+        late[late.index(b'"occurred_at":"') + 15 :].split(b'"')[0], b"2024-01-01T00:00:00"
+    )
+    log.add_raw("claudedo.evt.task.t2.TaskCreated", naive)
+    p = Projection(tmp_path / "p.duckdb")
+    assert p.apply(log.raws) == 3
+    assert p.con.execute("SELECT seq FROM skipped_messages ORDER BY seq").fetchall() == [(2,), (3,)]
