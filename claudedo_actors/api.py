@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ class Api:
         self._swap = swap
         self.nats_url = nats_url
         self._rebuild_lock = asyncio.Lock()
+        self.list_lock = asyncio.Lock()
         self._sub: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -115,7 +117,7 @@ class Api:
             correlation_id=req.request_id or ev.new_event_id(),
             actor=req.actor,
         )
-        for _ in range(_ATTEMPTS):
+        for attempt in range(_ATTEMPTS):
             await self.catch_up()
             plan = await self.feed.run_in_projection(lambda p: decide(Decider(p, origin)))
             try:
@@ -126,6 +128,9 @@ class Api:
                     )
                     last = max(last, seqs[-1])
             except ev.ConcurrencyError:
+                # Someone else changed the target first: wait a little (jittered, growing)
+                # so that competing writers do not keep colliding, then decide again.
+                await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
                 continue
             await self.feed.wait_for(last)
             return await self.feed.run_in_projection(plan.reply)
@@ -185,11 +190,14 @@ def _one_line(text: str) -> str:
 
 
 async def _list_add(api: Api, req: rq.CreateList) -> Any:
-    return await api.command(req, lambda d: d.create_list(req))
+    # Every list command guards all lists: one at a time in this node, so they never collide.
+    async with api.list_lock:
+        return await api.command(req, lambda d: d.create_list(req))
 
 
 async def _list_config(api: Api, req: rq.ConfigureList) -> Any:
-    return await api.command(req, lambda d: d.configure_list(req))
+    async with api.list_lock:
+        return await api.command(req, lambda d: d.configure_list(req))
 
 
 async def _list_ls(api: Api, req: rq.ListLists) -> Any:
@@ -250,7 +258,7 @@ async def _audit(api: Api, req: rq.Audit) -> Any:
 
 
 async def _sql(api: Api, req: rq.RunSql) -> Any:
-    columns, rows = await api.query(lambda p: q.run_sql(p, req.query))
+    columns, rows = await api.query(lambda p: q.run_sql(p, req.query, req.timeout_s))
     return {"columns": columns, "rows": rows}
 
 

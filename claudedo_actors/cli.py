@@ -396,14 +396,16 @@ def audit(task_id: str, home: Path | None, as_json: bool) -> None:
 
 @app.command()
 @click.argument("query")
+@click.option("--timeout", type=_FiniteFloat(0, 3600), default=30.0, show_default=True,
+              help="Stop the query after this many seconds.")  # fmt: skip
 @home_option
 @json_option
-def sql(query: str, home: Path | None, as_json: bool) -> None:
+def sql(query: str, timeout: float, home: Path | None, as_json: bool) -> None:
     """Run one read-only SQL query on the projection.
 
     Tables: lists, tasks, subtasks, runs, worktrees, events, skipped_messages.
     """
-    result = _request(home, "sql", {"query": query})
+    result = _request(home, "sql", {"query": query, "timeout_s": timeout})
     if as_json:
         names = _unique(result["columns"])
         rows = [dict(zip(names, row, strict=True)) for row in result["rows"]]

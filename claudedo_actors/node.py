@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pykka
 
@@ -24,6 +25,18 @@ from events.errors import ClaudeDoError
 from events.log import STREAM, RawEvent
 
 log = logging.getLogger("claudedo.node")
+
+
+def check_nats_url(url: str) -> None:
+    """A NATS URL a client can dial: nats://, tls://, ws:// or wss:// with a host."""
+    for one in url.split(","):
+        parsed = urlparse(one.strip() if "://" in one else f"nats://{one.strip()}")
+        if parsed.scheme not in ("nats", "tls", "ws", "wss") or not parsed.hostname:
+            raise ClaudeDoError(f"{one.strip()!r} is not a NATS URL (nats://host:port)", "invalid")
+        try:
+            parsed.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ClaudeDoError(f"{one.strip()!r} has a bad port", code="invalid") from None
 
 
 class NodeLock:
@@ -95,6 +108,7 @@ class Node:
             starting = False
             self._stop.wait()
         finally:
+            starting = False  # a second signal must not interrupt the clean-up
             self.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -104,6 +118,8 @@ class Node:
         return 0
 
     def start(self) -> None:
+        if self.nats_url is not None:
+            check_nats_url(self.nats_url)
         self._lock.acquire()
         self.node_id = self.home.node_id()
         url = self.nats_url

@@ -23,7 +23,8 @@ def _short(value: Any, width: int = 60) -> str:
 
 
 def _time(value: str | None) -> str:
-    return "" if not value else value[:19].replace("T", " ")
+    """A timestamp to the second, marked UTC (the JSON output keeps the full ISO form)."""
+    return "" if not value else value[:19].replace("T", " ") + "Z"
 
 
 def info(data: dict[str, Any]) -> None:

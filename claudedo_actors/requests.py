@@ -107,6 +107,7 @@ class Audit(Request, kw_only=True, forbid_unknown_fields=True):
 
 class RunSql(Request, kw_only=True, forbid_unknown_fields=True):
     query: str
+    timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
 
 
 class Rebuild(Request, kw_only=True, forbid_unknown_fields=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -196,8 +197,14 @@ def audit(p: Projection, task_id: str) -> list[dict[str, Any]]:
 _READ_ONLY = frozenset({"SELECT", "EXPLAIN"})
 
 
-def run_sql(p: Projection, query: str) -> tuple[list[str], list[list[Any]]]:
-    """Run one read-only statement; anything that could write is refused before it runs."""
+def run_sql(
+    p: Projection, query: str, timeout_s: float = 30.0
+) -> tuple[list[str], list[list[Any]]]:
+    """Run one read-only statement; anything that could write is refused before it runs.
+
+    A statement still running after `timeout_s` is interrupted: the projector serves every
+    other query and write, and must not be held by one analysis.
+    """
     try:
         statements = p.con.extract_statements(query)
     except duckdb.Error as exc:
@@ -208,16 +215,21 @@ def run_sql(p: Projection, query: str) -> tuple[list[str], list[list[Any]]]:
     if kind not in _READ_ONLY:
         raise Invalid(f"only read-only queries are allowed (this is {kind})")
     cur = p.con.cursor()
+    timer = threading.Timer(timeout_s, cur.interrupt)
     try:
         cur.execute("SET enable_external_access = false")
         cur.execute("BEGIN TRANSACTION READ ONLY")
+        timer.start()
         cur.execute(query)
         names = [d[0] for d in cur.description or ()]
         rows = [[jsonable(v) for v in row] for row in cur.fetchall()]
         return names, rows
+    except duckdb.InterruptException:
+        raise Invalid(f"query ran longer than {timeout_s:g}s and was stopped") from None
     except duckdb.Error as exc:
         raise Invalid(f"SQL error: {_one_line(exc)}") from None
     finally:
+        timer.cancel()
         with contextlib.suppress(duckdb.Error):
             cur.execute("ROLLBACK")
         cur.close()

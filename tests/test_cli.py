@@ -389,3 +389,27 @@ def test_commands_during_rebuilds_always_read_their_own_writes(
     assert failures == []
     info = node.ok("info")
     assert info["checkpoint_seq"] == info["last_seq"]
+
+
+def test_a_long_sql_query_is_stopped_at_its_time_limit(node: NodeProcess) -> None:
+    res = node.cli("sql", "select count(*) from range(100000000000)", "--timeout", "0.5")
+    assert res.code == 1 and res.err == "error: query ran longer than 0.5s and was stopped\n"
+    assert node.ok("sql", "select 1 as one") == [{"one": 1}]
+
+
+def test_sql_json_keeps_repeated_column_names(node: NodeProcess) -> None:
+    assert node.ok("sql", "select 1 as a, 2 as a") == [{"a": 1, "a_2": 2}]
+
+
+def test_concurrent_list_commands_all_succeed(node: NodeProcess, git_repo: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from claudedo_actors.client import NodeClient
+
+    def add(i: int) -> str:
+        return str(NodeClient(node.home).request("list.add", {"name": f"l{i}"})["name"])
+
+    with ThreadPoolExecutor(12) as pool:
+        names = list(pool.map(add, range(24)))
+    assert sorted(names) == sorted(f"l{i}" for i in range(24))
+    assert len(node.ok("list", "ls")) == 24

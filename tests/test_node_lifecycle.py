@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 import events as ev
 from claudedo_actors.natsserver import find_nats_server, free_port
@@ -225,3 +226,15 @@ def test_sigterm_while_starting_aborts_the_start(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 1
     assert "interrupted while starting" in proc.stdout.read()
+
+
+@pytest.mark.parametrize("url", ["garbage://::", "nats://", "nats://host:notaport"])
+def test_a_malformed_nats_url_is_refused_at_once(tmp_path: Path, url: str) -> None:
+    node = NodeProcess(tmp_path / "home")
+    node.home.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "claudedo_actors", "up", "--nats", url],
+        env=node.env(), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
