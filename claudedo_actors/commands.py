@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,6 @@ class Plan:
 
     appends: list[Append]
     reply: Callable[[Projection], Any]
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # --- validation that needs no state (runs outside the projector) -------------------------
@@ -310,8 +308,3 @@ _VERBS = {
 
 def _verb(event: ev.Event) -> str:
     return _VERBS.get(type(event), type(event).__name__)
-
-
-def check_environment_path(path: str) -> str:
-    """Expand a user path for a request (client side)."""
-    return os.path.abspath(os.path.expanduser(path))

@@ -49,10 +49,6 @@ class Home:
     def projection_file(self) -> Path:
         return self.root / "projection.duckdb"
 
-    @property
-    def log_dir(self) -> Path:
-        return self.root / "logs"
-
     def node_id(self) -> str:
         """Stable per home: made once, then read back on every start."""
         path = self.node_id_file

@@ -29,7 +29,7 @@ def wait_until(cond: Callable[[], Any], timeout_s: float = 20.0, what: str = "co
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.02)  # polling interval of the wait, not a synchronisation
+        time.sleep(0.02)  # ok: the polling interval of a wait with a deadline
 
 
 @pytest.fixture(scope="session")

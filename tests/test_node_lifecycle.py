@@ -176,29 +176,23 @@ def test_no_process_of_the_node_survives_it(node: NodeProcess) -> None:
     assert os.environ.get("CLAUDEDO_HOME") != str(node.home)
 
 
-def test_an_unreachable_nats_server_is_a_clear_error(tmp_path: Path) -> None:
+def _up(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`claudedo up ARGS` on a fresh home, run to its end."""
     node = NodeProcess(tmp_path / "home")
     node.home.mkdir()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "claudedo_actors",
-            "up",
-            "--nats",
-            f"nats://127.0.0.1:{free_port()}",
-        ],
-        env=node.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    return subprocess.run(
+        [sys.executable, "-m", "claudedo_actors", "up", *args],
+        env=node.env(), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_an_unreachable_nats_server_is_a_clear_error(tmp_path: Path) -> None:
+    result = _up(tmp_path, "--nats", f"nats://127.0.0.1:{free_port()}")
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: cannot connect to NATS at nats://127.0.0.1:")
     assert "Traceback" not in result.stderr
-    assert not (node.home / "node.json").exists()
+    assert not (tmp_path / "home" / "node.json").exists()
 
 
 def test_sigterm_while_starting_aborts_the_start(tmp_path: Path) -> None:
@@ -230,11 +224,6 @@ def test_sigterm_while_starting_aborts_the_start(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("url", ["garbage://::", "nats://", "nats://host:notaport"])
 def test_a_malformed_nats_url_is_refused_at_once(tmp_path: Path, url: str) -> None:
-    node = NodeProcess(tmp_path / "home")
-    node.home.mkdir()
-    result = subprocess.run(
-        [sys.executable, "-m", "claudedo_actors", "up", "--nats", url],
-        env=node.env(), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    result = _up(tmp_path, "--nats", url)
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
