@@ -101,7 +101,9 @@ class Projection:
             return
         writer, self._writer = self._writer, None
         writer.close()
-        self._write(dict(self._lists), dict(self._tasks), _EventRows(), [], self.checkpoint)
+        lists, tasks = dict(self._lists), dict(self._tasks)
+        # A bulk file is fresh: no state has rows yet, so nothing is deleted first.
+        self._write(lists, tasks, _EventRows(), [], self.checkpoint, lists.keys() | tasks.keys())
         self.bulk = False
         self._bulk_ids = None
         self.drop_cache()
