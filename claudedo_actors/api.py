@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 import events as ev
 from claudedo_actors import requests as rq
 from claudedo_actors.commands import Decider, Plan, prepare
-from claudedo_actors.projector_actor import ProjectionFeed, replay_batches
+from claudedo_actors.projector_actor import ProjectionFeed, ReadLog
 from events.errors import ClaudeDoError, Conflict, Invalid
 from projections import Projection
 from projections import queries as q
@@ -42,7 +42,7 @@ class Api:
         info: Callable[[], dict[str, Any]],
         rebuild_path: Path,
         swap: Callable[[Path], Awaitable[int]],
-        nats_url: str,
+        read_log: ReadLog,
     ) -> None:
         self.nc = nc
         self.log = log_
@@ -51,7 +51,7 @@ class Api:
         self._info = info
         self._rebuild_path = rebuild_path
         self._swap = swap
-        self.nats_url = nats_url
+        self._read_log = read_log
         self._rebuild_lock = asyncio.Lock()
         self.list_lock = asyncio.Lock()
         self._sub: Any = None
@@ -165,7 +165,7 @@ class Api:
             loop = asyncio.get_running_loop()
             target = await self.log.last_seq()
             started = loop.time()
-            batches = self.log_batches(1, target)
+            batches = self._read_log(1, target)
             checkpoint = await loop.run_in_executor(None, rebuild_file, self._rebuild_path, batches)
             elapsed = loop.time() - started
             if checkpoint != target:
@@ -175,10 +175,6 @@ class Api:
             checkpoint = await self._swap(self._rebuild_path)
             await self.catch_up()
             return {"rebuilt_to_seq": target, "checkpoint_seq": checkpoint, "seconds": elapsed}
-
-    def log_batches(self, from_seq: int, until_seq: int) -> Iterable[list[ev.RawEvent]]:
-        """The log from `from_seq` to `until_seq`, read with the fast replay reader."""
-        return replay_batches(self.nats_url, self.log.stream, from_seq, until_seq)
 
 
 def _one_line(text: str) -> str:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import logging
 import os
 import signal
 import threading
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -19,10 +19,11 @@ from claudedo_actors.api import Api
 from claudedo_actors.bridge import NatsBridge
 from claudedo_actors.home import Home, NodeAddress
 from claudedo_actors.natsserver import EmbeddedNats
-from claudedo_actors.projector_actor import ProjectionFeed, ProjectorActor, replay_batches
+from claudedo_actors.projector_actor import ProjectionFeed, ProjectorActor
 from claudedo_actors.supervisor import Supervisor
 from events.errors import ClaudeDoError
-from events.log import STREAM, RawEvent
+from events.log import STREAM
+from events.replay import replay_batches
 
 log = logging.getLogger("claudedo.node")
 
@@ -146,7 +147,10 @@ class Node:
         self._projector = supervisor.start_child(
             "projector", lambda: ProjectorActor.start(self.home.projection_file)
         ).get()
-        self._feed = ProjectionFeed(bridge.log, self._projector_proxy, self._projector_failed, url)
+        self._read_log = functools.partial(replay_batches, url, STREAM)
+        self._feed = ProjectionFeed(
+            bridge.log, self._projector_proxy, self._projector_failed, self._read_log
+        )
         bridge.call(self._feed.start())
         self._api = Api(
             bridge.nc,
@@ -156,7 +160,7 @@ class Node:
             self.info,
             self.home.root / "projection.rebuild.duckdb",
             self._swap,
-            url,
+            self._read_log,
         )
         bridge.call(self._api.start())
         NodeAddress(self.node_id, url, os.getpid()).write(self.home)
@@ -193,15 +197,9 @@ class Node:
         return True
 
     async def _swap(self, path: Path) -> int:
-        url, stream = self.nats_url, STREAM
-        assert url is not None
-
-        def read(first: int, last: int) -> Iterable[list[RawEvent]]:
-            return replay_batches(url, stream, first, last)
-
         loop = asyncio.get_running_loop()
         checkpoint: int = await loop.run_in_executor(
-            None, lambda: self._projector_proxy().swap(path, read).get()
+            None, lambda: self._projector_proxy().swap(path, self._read_log).get()
         )
         return checkpoint
 

@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 import pykka
 
 from events.log import EventLog, RawEvent
-from events.replay import ReplayUnsupported, replay
 from projections import GapError, Projection
 from projections.rebuild import apply_pipelined
 
@@ -20,39 +19,14 @@ log = logging.getLogger("claudedo.projector")
 
 T = TypeVar("T")
 _BATCH = 5_000
-_REPLAY_BATCH = 20_000
 # Behind by more than this, the feed first catches up with the bulk replay reader.
 _CATCH_UP_LAG = 2_000
 _MIN_BACKOFF_S = 0.1
 _MAX_BACKOFF_S = 5.0
 
 
-def replay_batches(
-    url: str, stream: str, from_seq: int, until_seq: int
-) -> Iterable[list[RawEvent]]:
-    """Batches of the log, read with the fast replay reader (nats-py where it cannot be used)."""
-    try:
-        yield from replay(url, stream, from_seq, until_seq, batch=_REPLAY_BATCH)
-    except ReplayUnsupported as exc:
-        log.info("bulk replay reader unavailable (%s): reading with nats-py", exc)
-        yield from _read_with_nats_py(url, stream, from_seq, until_seq)
-
-
-def _read_with_nats_py(
-    url: str, stream: str, from_seq: int, until_seq: int
-) -> Iterable[list[RawEvent]]:
-    import nats
-
-    async def read_all() -> list[RawEvent]:
-        nc = await nats.connect(url)
-        try:
-            return await EventLog(nc.jetstream(), stream).read_all(from_seq, until_seq)
-        finally:
-            await nc.close()
-
-    events = asyncio.run(read_all())
-    for i in range(0, len(events), _REPLAY_BATCH):
-        yield events[i : i + _REPLAY_BATCH]
+# Reads the log from one sequence to another, in batches (events.replay.replay_batches).
+ReadLog = Callable[[int, int], Iterable[list[RawEvent]]]
 
 
 class ProjectorActor(pykka.ThreadingActor):
@@ -121,10 +95,10 @@ class ProjectionFeed:
         log_: EventLog,
         projector: Callable[[], Any],
         on_failure: Callable[[str], bool],
-        nats_url: str,
+        read_log: ReadLog,
     ) -> None:
         self._log = log_
-        self._nats_url = nats_url
+        self._read_log = read_log
         self._projector = projector  # returns the current actor proxy (it may be restarted)
         self._on_failure = on_failure
         self.checkpoint = 0
@@ -152,7 +126,7 @@ class ProjectionFeed:
         if last - self.checkpoint <= _CATCH_UP_LAG:
             return
         log.info("projection at %d, log at %d: catching up", self.checkpoint, last)
-        batches = replay_batches(self._nats_url, self._log.stream, self.checkpoint + 1, last)
+        batches = self._read_log(self.checkpoint + 1, last)
         loop = asyncio.get_running_loop()
 
         def apply(batch: list[RawEvent]) -> int:

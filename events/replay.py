@@ -10,6 +10,7 @@ See docs/decisions/0003-minimal-wire-client.md.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 
@@ -20,6 +21,7 @@ from events.wire import WireConnection, WireError, WireUnsupported
 ReplayUnsupported = WireUnsupported
 ReplayError = WireError
 _CRLF = b"\r\n"
+log = logging.getLogger("claudedo.replay")
 
 
 def _stream_seq(reply: bytes) -> int:
@@ -86,3 +88,35 @@ def replay(
         conn.pub(f"$JS.API.CONSUMER.DELETE.{stream}.{consumer}", f"{inbox}.d", b"")
     finally:
         conn.close()
+
+
+def replay_batches(
+    url: str, stream: str, from_seq: int, until_seq: int, batch: int = 20_000
+) -> Iterator[list[RawEvent]]:
+    """`replay`, or nats-py's ordered consumer where the wire client cannot be used."""
+    try:
+        yield from replay(url, stream, from_seq, until_seq, batch=batch)
+    except ReplayUnsupported as exc:
+        log.info("bulk replay reader unavailable (%s): reading with nats-py", exc)
+        yield from _read_with_nats_py(url, stream, from_seq, until_seq, batch)
+
+
+def _read_with_nats_py(
+    url: str, stream: str, from_seq: int, until_seq: int, batch: int
+) -> Iterator[list[RawEvent]]:
+    import asyncio
+
+    import nats
+
+    from events.log import EventLog
+
+    async def read_all() -> list[RawEvent]:
+        nc = await nats.connect(url)
+        try:
+            return await EventLog(nc.jetstream(), stream).read_all(from_seq, until_seq)
+        finally:
+            await nc.close()
+
+    events = asyncio.run(read_all())
+    for i in range(0, len(events), batch):
+        yield events[i : i + batch]

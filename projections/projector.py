@@ -271,7 +271,6 @@ class Projection:
                 rows.table(self._schemas["events"]) if rows.rows else None,
                 skipped,
                 new_checkpoint,
-                {env.event_id for _, env in decoded},
             )
             self.checkpoint = new_checkpoint
             return new_checkpoint
@@ -285,10 +284,7 @@ class Projection:
         rows = self.con.execute(
             "SELECT event_id FROM events WHERE event_id IN (SELECT unnest(?::VARCHAR[]))", [ids]
         ).fetchall()
-        known = {r[0] for r in rows}
-        if self._writer is not None:
-            known |= self._writer.in_flight(ids)
-        return known
+        return {r[0] for r in rows}
 
     def _seen_before(self, ids: list[str]) -> set[str]:
         """Which of `ids` this projection applied already (bulk mode: from memory)."""
@@ -416,8 +412,6 @@ class _BulkWriter:
         self._projection = projection
         self._cursor = projection.con.cursor()
         self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=1)
-        self._lock = threading.Lock()
-        self._pending: list[set[str]] = []
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="bulk-writer", daemon=True)
         self._thread.start()
@@ -427,22 +421,14 @@ class _BulkWriter:
         events: pa.Table | None,
         skipped: list[tuple[ev.RawEvent, str]],
         checkpoint: int,
-        event_ids: set[str],
     ) -> None:
         if self._error is not None:
             raise self._error
-        with self._lock:
-            self._pending.append(event_ids)
-        self._queue.put((events, skipped, checkpoint, event_ids))
-
-    def in_flight(self, ids: list[str]) -> set[str]:
-        """Which of `ids` are in batches submitted but not yet written."""
-        with self._lock:
-            return {i for batch in self._pending for i in ids if i in batch}
+        self._queue.put((events, skipped, checkpoint))
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            events, skipped, checkpoint, event_ids = item
+            events, skipped, checkpoint = item
             if self._error is None:
                 try:
                     self._cursor.begin()
@@ -452,8 +438,6 @@ class _BulkWriter:
                     self._error = exc
                     with contextlib.suppress(Exception):
                         self._cursor.rollback()
-            with self._lock:
-                self._pending.remove(event_ids)
 
     def close(self, raise_errors: bool = True) -> None:
         self._queue.put(None)

@@ -217,7 +217,6 @@ def run_sql(
     cur = p.con.cursor()
     timer = threading.Timer(timeout_s, cur.interrupt)
     try:
-        cur.execute("SET enable_external_access = false")
         cur.execute("BEGIN TRANSACTION READ ONLY")
         timer.start()
         cur.execute(query)

@@ -27,15 +27,19 @@ def schema_sql() -> list[str]:
     return [(folder / n).read_text() for n in names]
 
 
-def open_db(path: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open (creating if needed) a projection file with every table present."""
-    con = duckdb.connect(str(path), read_only=read_only)
+def open_db(path: Path | str) -> duckdb.DuckDBPyConnection:
+    """Open (creating if needed) a projection file with every table present.
+
+    File and network access are off: the projector only reads Arrow tables it registers, and
+    `claudedo sql` must not reach outside the projection.
+    """
+    con = duckdb.connect(str(path))
     con.execute("SET TimeZone = 'UTC'")
-    if not read_only:
-        for sql in schema_sql():
-            con.execute(sql)
-        if not con.execute("SELECT count(*) FROM projection_checkpoint").fetchone()[0]:  # type: ignore[index]
-            con.execute("INSERT INTO projection_checkpoint VALUES ('main', 0)")
+    for sql in schema_sql():
+        con.execute(sql)
+    if not con.execute("SELECT count(*) FROM projection_checkpoint").fetchone()[0]:  # type: ignore[index]
+        con.execute("INSERT INTO projection_checkpoint VALUES ('main', 0)")
+    con.execute("SET enable_external_access = false")
     return con
 
 
