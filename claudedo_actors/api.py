@@ -224,6 +224,14 @@ async def _task_cancel(api: Api, req: rq.TaskIds) -> Any:
     return await api.each_task(req, Decider.cancel)
 
 
+async def _task_continue(api: Api, req: rq.ContinueTask) -> Any:
+    return await api.command(req, lambda d: d.continue_task(req))
+
+
+async def _runs(api: Api, req: rq.RunsOfTask) -> Any:
+    return await api.query(lambda p: q.runs_of_task(p, q.resolve_task(p, req.task).id))
+
+
 async def _subtask_add(api: Api, req: rq.AddSubtasks) -> Any:
     return await api.command(req, lambda d: d.add_subtasks(req))
 
@@ -279,7 +287,9 @@ ROUTES: dict[str, tuple[type[Any], Handler]] = {
     "task.queue": (rq.TaskIds, _task_queue),
     "task.unqueue": (rq.TaskIds, _task_unqueue),
     "task.cancel": (rq.TaskIds, _task_cancel),
+    "task.continue": (rq.ContinueTask, _task_continue),
     "task.subtask.add": (rq.AddSubtasks, _subtask_add),
+    "runs": (rq.RunsOfTask, _runs),
     "task.subtask.done": (rq.MarkSubtasks, _subtask_done),
     "task.subtask.undo": (rq.MarkSubtasks, _subtask_undo),
     "tasks": (rq.ListTasks, _tasks),

@@ -164,12 +164,17 @@ def app() -> None:
 )
 @click.option(
     "--slots",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=0),
     default=2,
     show_default=True,
-    help="Tasks this node runs at once.",
+    help="Tasks this node runs at once (0: serve the API and projection only).",
 )
-def up(home: Path | None, nats: str | None, slots: int) -> None:
+@click.option(
+    "--claude-bin",
+    envvar="CLAUDEDO_CLAUDE_BIN",
+    help="The Claude Code binary (default: claude on PATH).",
+)
+def up(home: Path | None, nats: str | None, slots: int, claude_bin: str | None) -> None:
     """Start a node: embedded NATS (unless --nats), projector and API. Stops on Ctrl-C."""
     import logging
 
@@ -183,7 +188,7 @@ def up(home: Path | None, nats: str | None, slots: int) -> None:
     )
     logging.getLogger("nats").setLevel(logging.CRITICAL)
     logging.getLogger("pykka").setLevel(logging.WARNING)
-    code = Node(resolve_home(home), nats, slots).run()
+    code = Node(resolve_home(home), nats, slots, claude_bin).run()
     if code:
         raise SystemExit(code)
 
@@ -332,6 +337,25 @@ _many_command(
 )
 _many_command("unqueue", "Take queued tasks back to draft.")
 _many_command("cancel", "Cancel tasks (a running one is stopped by its slot).")
+
+
+@task_group.command("continue")
+@click.argument("task_id", metavar="ID")
+@click.argument("prompt")
+@home_option
+@json_option
+def task_continue(task_id: str, prompt: str, home: Path | None, as_json: bool) -> None:
+    """Resume the task's latest agent session with PROMPT, as its next run."""
+    _emit(_request(home, "task.continue", {"task": task_id, "prompt": prompt}), as_json, "task_one")
+
+
+@app.command()
+@click.argument("task_id", metavar="ID")
+@home_option
+@json_option
+def runs(task_id: str, home: Path | None, as_json: bool) -> None:
+    """The runs of a task: session, exit code, cause, turns, tokens, cost, result, log."""
+    _emit(_request(home, "runs", {"task": task_id}), as_json, "runs")
 
 
 @task_group.group("subtask")

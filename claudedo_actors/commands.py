@@ -219,6 +219,16 @@ class Decider:
     def queue(self, req: rq.TaskIds) -> Plan:
         return self._each(req.tasks, lambda t: [ev.TaskQueued()])
 
+    def continue_task(self, req: rq.ContinueTask) -> Plan:
+        task = q.resolve_task(self.p, req.task)
+        prompt = _text(req.prompt, "follow-up prompt", _MAX_TEXT)
+        last = task.runs[-1] if task.runs else None
+        if last is None:
+            raise Conflict("No previous run to continue.")
+        if not last.session_id:
+            raise Conflict("Previous run has no session ID — cannot resume.")
+        return self._task_plan([(task, [ev.TaskQueued(follow_up_prompt=prompt)])])
+
     def unqueue(self, req: rq.TaskIds) -> Plan:
         return self._each(req.tasks, lambda t: [ev.TaskUnqueued()])
 
@@ -299,7 +309,7 @@ _VERBS = {
     ev.SubtaskAdded: "add sub-tasks",
     ev.SubtaskCompleted: "tick sub-tasks",
     ev.SubtaskReopened: "untick sub-tasks",
-    ev.TaskQueued: "queue",
+    ev.TaskQueued: "queue",  # also continue: a queued follow-up
     ev.TaskUnqueued: "unqueue",
     ev.TaskCancelled: "cancel",
     ev.TaskCancelRequested: "cancel",

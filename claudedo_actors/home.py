@@ -49,6 +49,18 @@ class Home:
     def projection_file(self) -> Path:
         return self.root / "projection.duckdb"
 
+    @property
+    def worktrees_dir(self) -> Path:
+        return self.root / "worktrees"
+
+    @property
+    def sandboxes_dir(self) -> Path:
+        return self.root / "sandboxes"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
     def node_id(self) -> str:
         """Stable per home: made once, then read back on every start."""
         path = self.node_id_file

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import functools
 import logging
@@ -17,9 +18,13 @@ import pykka
 
 from claudedo_actors.api import Api
 from claudedo_actors.bridge import NatsBridge
+from claudedo_actors.dispatch import QueueActor
 from claudedo_actors.home import Home, NodeAddress
+from claudedo_actors.log_facade import LogFacade
+from claudedo_actors.messages import ProjectionAdvanced, ResumeDispatch, SlotFree, SlotReplaced
 from claudedo_actors.natsserver import EmbeddedNats
 from claudedo_actors.projector_actor import ProjectionFeed, ProjectorActor
+from claudedo_actors.slot import RunnerContext, SlotActor
 from claudedo_actors.supervisor import Supervisor
 from events.errors import ClaudeDoError
 from events.log import STREAM
@@ -73,12 +78,19 @@ class NodeLock:
 class Node:
     """One ClaudeDo node. `run` blocks until SIGINT/SIGTERM (or `request_stop`)."""
 
-    def __init__(self, home: Path, nats_url: str | None = None, slots: int = 2) -> None:
-        if slots < 1:
-            raise ClaudeDoError("--slots must be at least 1", code="invalid")
+    def __init__(
+        self,
+        home: Path,
+        nats_url: str | None = None,
+        slots: int = 2,
+        claude_bin: str | None = None,
+    ) -> None:
+        if slots < 0:
+            raise ClaudeDoError("--slots must not be negative", code="invalid")
         self.home = Home(home)
         self.nats_url = nats_url
         self.slots = slots
+        self.claude_bin = claude_bin
         self.node_id = ""
         self._stop = threading.Event()
         self._stop_reason = ""
@@ -89,6 +101,9 @@ class Node:
         self._projector: pykka.ActorRef[Any] | None = None
         self._feed: ProjectionFeed | None = None
         self._api: Api | None = None
+        self._facade: LogFacade | None = None
+        self._queue: pykka.ActorRef[Any] | None = None
+        self._slots: list[pykka.ActorRef[Any]] = []
 
     def request_stop(self, reason: str = "") -> None:
         self._stop_reason = reason
@@ -163,6 +178,7 @@ class Node:
             self._read_log,
         )
         bridge.call(self._api.start())
+        self._start_runner(bridge)
         NodeAddress(self.node_id, url, os.getpid()).write(self.home)
         log.info(
             "node %s ready: home %s, nats %s, slots %d, projection at %d",
@@ -172,6 +188,62 @@ class Node:
             self.slots,
             self._feed.checkpoint,
         )
+
+    def _start_runner(self, bridge: NatsBridge) -> None:
+        """Slots, then the queue; the queue starts once the projection holds the whole log."""
+        assert self._supervisor is not None and self._feed is not None
+        facade = self._facade = LogFacade(bridge)
+        facade.start_output()
+        supervisor = self._supervisor.proxy()
+        ctx = RunnerContext(
+            node_id=self.node_id,
+            home=self.home,
+            facade=facade,
+            claude_bin=self.claude_bin,
+            env=dict(os.environ),
+            on_free=self._slot_free,
+            on_crash=self._slot_crashed,
+        )
+        for number in range(self.slots):
+            self._slots.append(
+                supervisor.start_child(
+                    f"slot-{number}", functools.partial(SlotActor.start, number, ctx)
+                ).get()
+            )
+        self._queue = supervisor.start_child(
+            "queue",
+            lambda: QueueActor.start(
+                self.node_id, facade, self._projector_proxy, self._slots, self._queue_crashed
+            ),
+        ).get()
+        bridge.call(self._feed.wait_for(facade.last_seq(), timeout_s=600))
+        self._feed.listeners.append(self._projection_advanced)
+        self._queue.tell(ResumeDispatch())
+
+    def _projection_advanced(self, checkpoint: int) -> None:
+        with contextlib.suppress(pykka.ActorDeadError):
+            if self._queue is not None:
+                self._queue.tell(ProjectionAdvanced(checkpoint))
+
+    def _queue_crashed(self, reason: str) -> None:
+        assert self._supervisor is not None
+        ref = self._supervisor.proxy().child_failed("queue", reason).get()
+        if ref is not None:
+            self._queue = ref
+            ref.tell(ResumeDispatch())
+
+    def _slot_free(self, number: int) -> None:
+        if self._queue is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                self._queue.tell(SlotFree(number))
+
+    def _slot_crashed(self, number: int, reason: str) -> None:
+        assert self._supervisor is not None
+        ref = self._supervisor.proxy().child_failed(f"slot-{number}", reason).get()
+        if ref is not None:
+            self._slots[number] = ref
+            if self._queue is not None:
+                self._queue.tell(SlotReplaced(number, ref))
 
     def info(self) -> dict[str, Any]:
         return {
@@ -210,6 +282,14 @@ class Node:
                 _quietly(lambda: bridge.call(self._api.stop(), timeout_s=5))
             if self._feed is not None:
                 _quietly(lambda: bridge.call(self._feed.stop(), timeout_s=5))
+        # No new claims first; then every slot ends its run and gives its task back, at once.
+        if self._queue is not None:
+            _quietly(lambda: self._queue.stop(block=True, timeout=30))
+        stopping = [ref.stop(block=False) for ref in self._slots if ref.is_alive()]
+        for future in stopping:
+            _quietly(lambda future=future: future.get(timeout=60))
+        if self._facade is not None:
+            _quietly(self._facade.stop_output)
         if self._supervisor is not None:
             _quietly(lambda: self._supervisor.stop(block=True, timeout=30))
         if bridge is not None:

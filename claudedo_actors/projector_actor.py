@@ -102,6 +102,8 @@ class ProjectionFeed:
         self._projector = projector  # returns the current actor proxy (it may be restarted)
         self._on_failure = on_failure
         self.checkpoint = 0
+        # Told each new checkpoint, on the loop: must not block (actors get a message).
+        self.listeners: list[Callable[[int], None]] = []
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
 
@@ -175,6 +177,11 @@ class ProjectionFeed:
         async with self._changed:
             self.checkpoint = cp
             self._changed.notify_all()
+        for listener in self.listeners:
+            try:
+                listener(cp)
+            except Exception:
+                log.exception("projection listener failed")
 
     async def wait_for(self, seq: int, timeout_s: float = 30.0) -> None:
         """Return once the projection holds every event up to `seq`."""

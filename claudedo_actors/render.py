@@ -103,10 +103,47 @@ def task_one(task: dict[str, Any] | list[dict[str, Any]]) -> None:
         mark = "x" if sub["done"] else " "
         _console.print(f"  {sub['position'] + 1}. [{mark}] {sub['title']}", markup=False)
     for run in task.get("runs") or []:
-        _console.print(
-            f"  run {run['run_number']}: {run.get('cause') or ''} cost {run.get('cost_usd')}",
-            markup=False,
+        _console.print(f"  run {_run_line(run)}", markup=False)
+    tree = task.get("worktree")
+    if tree:
+        where = f"{tree['kind']} {tree['path']}"
+        if tree.get("branch"):
+            where += f" on {tree['branch']} from {tree.get('base_branch') or 'detached HEAD'}"
+        _console.print(f"  {where} ({tree['status']}, {tree['commit_count']} commit(s))")
+
+
+def _run_line(run: dict[str, Any]) -> str:
+    kind = "retry" if run.get("is_retry") else "continue" if run.get("is_continue") else "run"
+    if run.get("finished_at") is None:
+        outcome = "running"
+    else:
+        outcome = "ok" if run.get("success") else f"failed ({run.get('cause')})"
+    cost = run.get("cost_usd")
+    return (
+        f"{run['run_number']} {kind}: {outcome}, turns {run.get('turn_count') or 0}, "
+        f"cost ${cost or 0:.4f}, session {(run.get('session_id') or '-')[:8]}"
+    )
+
+
+def runs(rows: list[dict[str, Any]]) -> None:
+    table = Table("run", "kind", "outcome", "turns", "tokens in/out", "cost $", "session", "ended")
+    for run in rows:
+        kind = "retry" if run["is_retry"] else "continue" if run["is_continue"] else "run"
+        if run["finished_at"] is None:
+            outcome = "running"
+        else:
+            outcome = "ok" if run["success"] else f"{run['cause']}: {_short(run['error'], 40)}"
+        table.add_row(
+            str(run["run_number"]),
+            kind,
+            outcome,
+            str(run["turn_count"] or ""),
+            f"{run['tokens_in'] or 0}/{run['tokens_out'] or 0}",
+            f"{run['cost_usd'] or 0:.4f}",
+            (run["session_id"] or "")[:8],
+            _time(run["finished_at"]),
         )
+    _console.print(table)
 
 
 def audit(rows: list[dict[str, Any]]) -> None:

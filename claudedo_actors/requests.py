@@ -105,6 +105,17 @@ class Audit(Request, kw_only=True, forbid_unknown_fields=True):
     task: str
 
 
+class ContinueTask(Request, kw_only=True, forbid_unknown_fields=True):
+    """Resume the task's latest session with a follow-up prompt, as its next run."""
+
+    task: str
+    prompt: str
+
+
+class RunsOfTask(Request, kw_only=True, forbid_unknown_fields=True):
+    task: str
+
+
 class RunSql(Request, kw_only=True, forbid_unknown_fields=True):
     query: str
     timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0

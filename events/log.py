@@ -13,9 +13,11 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
 from events.codec import Envelope, encode
-from events.subjects import EVENTS_ALL, aggregate_filter
+from events.subjects import EVENTS_ALL, OUTPUT_ALL, aggregate_filter
 
 STREAM = "CLAUDEDO_EVENTS"
+OUTPUT_STREAM = "CLAUDEDO_OUTPUT"
+OUTPUT_MAX_AGE_S = 30 * 24 * 3600.0
 _WRONG_LAST_SEQUENCE = 10071
 _PUBLISH_TIMEOUT_S = 5.0
 _PUBLISH_ATTEMPTS = 3
@@ -71,6 +73,25 @@ def stream_config(name: str = STREAM, replicas: int = 1) -> js_api.StreamConfig:
     )
 
 
+def output_stream_config(
+    name: str = OUTPUT_STREAM, max_age_s: float = OUTPUT_MAX_AGE_S, replicas: int = 1
+) -> js_api.StreamConfig:
+    """Agent output lines: high volume, so a stream of their own that forgets after `max_age_s`.
+
+    The run's NDJSON file and the SHA-256 in its RunFinished event are the lasting record.
+    """
+    return js_api.StreamConfig(
+        name=name,
+        subjects=[OUTPUT_ALL],
+        storage=js_api.StorageType.FILE,
+        retention=js_api.RetentionPolicy.LIMITS,
+        discard=js_api.DiscardPolicy.OLD,
+        max_age=max_age_s,
+        num_replicas=replicas,
+        allow_direct=True,
+    )
+
+
 class EventLog:
     """Appends with idempotence and optimistic concurrency; reads from any sequence."""
 
@@ -83,11 +104,15 @@ class EventLog:
         self._ack_counter = 0
 
     async def ensure_stream(self, replicas: int = 1) -> None:
-        """Create the stream if missing; an existing stream is left as it is."""
+        """Create the streams if missing; an existing stream is left as it is."""
         try:
             await self._js.stream_info(self.stream)
         except NotFoundError:
             await self._js.add_stream(stream_config(self.stream, replicas))
+        try:
+            await self._js.stream_info(OUTPUT_STREAM)
+        except NotFoundError:
+            await self._js.add_stream(output_stream_config(replicas=replicas))
 
     async def append(
         self,
@@ -186,6 +211,20 @@ class EventLog:
         except NotFoundError:
             return None
         return int(msg.seq or 0), (msg.headers or {}).get("Nats-Msg-Id")
+
+    async def read_aggregate(self, subject_filter: str) -> list[RawEvent]:
+        """Every stored event on the filter's subjects, in order (one aggregate: a few dozen)."""
+        out: list[RawEvent] = []
+        seq = 0
+        while True:
+            try:
+                msg = await self._js.get_msg(
+                    self.stream, seq + 1, subject=subject_filter, next=True
+                )
+            except NotFoundError:
+                return out
+            seq = int(msg.seq or 0)
+            out.append(RawEvent(seq, msg.subject or "", msg.data or b""))
 
     async def last_seq(self) -> int:
         """The stream's last sequence (0 when empty)."""

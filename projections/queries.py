@@ -237,3 +237,38 @@ def run_sql(
 def _one_line(exc: Exception) -> str:
     text = " ".join(str(exc).split())
     return text[:300]
+
+
+def queued_task_ids(p: Projection, limit: int) -> list[str]:
+    """Queued tasks in queue order (first queued first)."""
+    rows = p.con.execute(
+        "SELECT id FROM tasks WHERE status = 'queued' ORDER BY queued_at, id LIMIT ?", [limit]
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def tasks_held_by(p: Projection, node_id: str) -> list[tuple[str, str, bool]]:
+    """(id, status, cancel_requested) of the tasks a node claimed and has not settled."""
+    rows = p.con.execute(
+        "SELECT id, status, cancel_requested FROM tasks "
+        "WHERE claimed_by = ? AND status IN ('claimed', 'running') ORDER BY id",
+        [node_id],
+    ).fetchall()
+    return [(r[0], r[1], bool(r[2])) for r in rows]
+
+
+RUN_FIELDS = (
+    "run_number, is_retry, is_continue, session_id, exit_code, cause, success, turn_count, "
+    "tokens_in, tokens_out, cache_read_tokens, cache_creation_tokens, cost_usd, duration_ms, "
+    "cli_version, model, permission_mode, resume_session_id, result, error, log_path, "
+    "line_count, transcript_sha256, node_id, slot, started_at, finished_at"
+)
+
+
+def runs_of_task(p: Projection, task_id: str) -> list[dict[str, Any]]:
+    """Every run of a task, first first."""
+    return _dicts(
+        p.con.execute(
+            f"SELECT {RUN_FIELDS} FROM runs WHERE task_id = ? ORDER BY run_number", [task_id]
+        )
+    )

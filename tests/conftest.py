@@ -32,6 +32,19 @@ def wait_until(cond: Callable[[], Any], timeout_s: float = 20.0, what: str = "co
         time.sleep(0.02)  # ok: the polling interval of a wait with a deadline
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fake_claude_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The fake agent keeps its sessions here (and never in the real home), like ~/.claude."""
+    home = tmp_path_factory.mktemp("fake-claude")
+    previous = os.environ.get("FAKE_CLAUDE_HOME")
+    os.environ["FAKE_CLAUDE_HOME"] = str(home)
+    yield home
+    if previous is None:
+        os.environ.pop("FAKE_CLAUDE_HOME", None)
+    else:
+        os.environ["FAKE_CLAUDE_HOME"] = previous
+
+
 @pytest.fixture(scope="session")
 def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real nats-server with JetStream on a free loopback port, its store in a temp dir."""
@@ -120,15 +133,22 @@ class CliResult:
 class NodeProcess:
     """`claudedo up` as a real child process on a home folder."""
 
-    def __init__(self, home: Path, extra: list[str] | None = None) -> None:
+    def __init__(
+        self, home: Path, extra: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.home = home
+        self.extra_env = env or {}
+        # Nodes run no tasks unless a test gives them slots (and an agent to run).
         self.extra = extra or []
+        if "--slots" not in self.extra:
+            self.extra = [*self.extra, "--slots", "0"]
         self.proc: subprocess.Popen[str] | None = None
         self.log_path = home.parent / f"{home.name}-node.log"
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDEDO_")}
         env["CLAUDEDO_HOME"] = str(self.home)
+        env.update(self.extra_env)
         return env
 
     def start(self) -> NodeProcess:
@@ -181,7 +201,7 @@ class NodeProcess:
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[NodeProcess]:
-    """A running node with embedded NATS in a temp home."""
+    """A running node with embedded NATS in a temp home, running no tasks (no slots)."""
     n = NodeProcess(tmp_path / "home").start()
     yield n
     if n.proc is not None and n.proc.poll() is None:

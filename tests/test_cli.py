@@ -153,7 +153,7 @@ def test_info_reports_node_stream_and_checkpoint(node: NodeProcess, git_repo: Pa
     _list(node, git_repo)
     info = node.ok("info")
     assert {"node_id", "nats_url", "stream", "last_seq", "checkpoint_seq", "slots"} <= info.keys()
-    assert info["last_seq"] == info["checkpoint_seq"] == 1 and info["slots"] == 2
+    assert info["last_seq"] == info["checkpoint_seq"] == 1 and info["slots"] == 0
 
 
 def test_rebuild_gives_identical_results(node: NodeProcess, git_repo: Path) -> None:

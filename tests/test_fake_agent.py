@@ -18,7 +18,9 @@ FAKE = Path(__file__).resolve().parent / "fake_claude" / "claude"
 ARGS = ["-p", "--output-format", "stream-json", "--verbose", "--model", "claude-sonnet-4-6"]
 
 
-def _start(tmp_path: Path, scenario: str, *extra: str, **env: str) -> subprocess.Popen[bytes]:
+def _start(
+    tmp_path: Path, scenario: str, *extra: str, prompt: str = "Do the thing\n", **env: str
+) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [str(FAKE), *ARGS, *extra],
         cwd=tmp_path,
@@ -30,7 +32,7 @@ def _start(tmp_path: Path, scenario: str, *extra: str, **env: str) -> subprocess
         start_new_session=True,
     )  # fmt: skip
     assert proc.stdin is not None
-    proc.stdin.write(b"Do the thing\n")
+    proc.stdin.write(prompt.encode())
     proc.stdin.close()
     proc.stdin = None  # the prompt went on stdin; communicate() must not touch it
     return proc
@@ -55,6 +57,8 @@ def _finish(proc: subprocess.Popen[bytes], **flags: bool):  # type: ignore[no-un
         ("no_session", False, "agent_error"),
         ("nologin", False, "auth"),
         ("max_turns", False, "max_turns"),
+        ("budget", False, "budget"),
+        ("rate_limited", False, "rate_limited"),
         ("garbage", True, None),
         ("big_line", True, None),
         ("exit_without_result", False, "no_result"),
@@ -76,6 +80,24 @@ def test_resuming_keeps_the_session_and_can_succeed(tmp_path: Path) -> None:
     again = _start(tmp_path, "fail_then_succeed", "--resume", first.session_id)
     _reader, out = _finish(again)
     assert out.success and out.session_id == first.session_id
+
+
+def test_resume_works_only_in_the_sessions_working_directory(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _reader, first = _finish(_start(tmp_path / "a", "success"))
+    _reader, elsewhere = _finish(
+        _start(tmp_path / "b", "success", "--resume", str(first.session_id))
+    )
+    assert not elsewhere.success and elsewhere.cause == "agent_error"
+
+
+def test_the_prompt_marker_chooses_the_scenario_and_the_session_keeps_it(tmp_path: Path) -> None:
+    proc = _start(tmp_path, "success", prompt="Fix it [fake:fail_twice]")
+    _reader, first = _finish(proc)
+    assert first.cause == "api_error"
+    _reader, again = _finish(_start(tmp_path, "success", "--resume", str(first.session_id)))
+    assert again.cause == "api_error"  # the resumed session keeps its scenario
 
 
 def test_write_and_bash_leave_their_files(tmp_path: Path) -> None:

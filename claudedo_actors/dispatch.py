@@ -1,0 +1,153 @@
+"""The Queue actor: hands queued tasks to free slots, claiming each with a guarded event.
+
+It reads candidates from the projection (fast, maybe stale) and claims with `TaskClaimed`
+appended only if the task's last sequence is still the one it read: when another slot or node
+got there first the append fails and the task is skipped. No task is dispatched twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pykka
+
+import events as ev
+from claudedo_actors.log_facade import LogFacade
+from claudedo_actors.messages import (
+    Assign,
+    CancelTask,
+    Claim,
+    ProjectionAdvanced,
+    ResumeDispatch,
+    SlotFree,
+    SlotReplaced,
+)
+from claudedo_actors.recovery import settle_orphan
+from projections import ListState, Projection, TaskState
+from projections import queries as q
+
+log = logging.getLogger("claudedo.queue")
+
+
+class QueueActor(pykka.ThreadingActor):
+    """Reacts to the projection moving on and to slots becoming free."""
+
+    def __init__(
+        self,
+        node_id: str,
+        facade: LogFacade,
+        projector: Callable[[], Any],
+        slots: list[pykka.ActorRef[Any]],
+        on_crash: Callable[[str], None],
+    ) -> None:
+        super().__init__()
+        self._on_crash = on_crash
+        self.node_id = node_id
+        self._facade = facade
+        self._projector = projector
+        self._slots = list(slots)
+        self._free = list(range(len(slots)))  # slot numbers, lowest first
+        self._running: dict[str, int] = {}  # task id -> slot number
+        self._scanned_to = -1
+        self._paused = True
+
+    # --- messages ------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case ResumeDispatch():
+                self._paused = False
+                self._scan()
+            case ProjectionAdvanced(checkpoint=checkpoint):
+                if checkpoint > self._scanned_to:
+                    self._scan()
+            case SlotFree(number=number):
+                self._slot_free(number)
+            case SlotReplaced(number=number, ref=ref):
+                self._slots[number] = ref
+            case _:
+                return super().on_receive(message)
+        return None
+
+    def on_failure(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        log.error("queue failed: %s", exc_value, exc_info=exc_value)
+        self._on_crash(f"{exc_type.__name__}: {exc_value}")
+
+    def _slot_free(self, number: int) -> None:
+        for task_id, slot in list(self._running.items()):
+            if slot == number:
+                del self._running[task_id]
+        if number not in self._free:
+            self._free.append(number)
+            self._free.sort()
+        self._scan()
+
+    def busy_slots(self) -> dict[int, str]:
+        """Slot number -> task id of the slots at work (asked by the board)."""
+        return {slot: task_id for task_id, slot in self._running.items()}
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _scan(self) -> None:
+        if self._paused:
+            return
+        checkpoint, held, candidates = self._projector().run(self._read_queue).get()
+        self._scanned_to = checkpoint
+        for task_id, _status, cancel_requested in held:
+            slot = self._running.get(task_id)
+            if slot is None:
+                # Held by this node but run by no slot: an earlier life of the node crashed,
+                # or a claim's reply was lost. Settled from the log, never left running.
+                self._settle(task_id)
+            elif cancel_requested:
+                self._slots[slot].tell(CancelTask(task_id))
+        for task, last_seq, lst in candidates:
+            if not self._free:
+                break
+            self._claim(task, last_seq, lst)
+
+    def _read_queue(
+        self, p: Projection
+    ) -> tuple[int, list[tuple[str, str, bool]], list[tuple[TaskState, int, ListState | None]]]:
+        held = q.tasks_held_by(p, self.node_id)
+        candidates = []
+        if self._free:
+            for task_id in q.queued_task_ids(p, len(self._free) + 8):
+                if task_id in self._running:
+                    continue
+                task = p.task_state(task_id)
+                if task is None:
+                    continue
+                candidates.append((task, q.task_last_seq(p, task), p.list_state(task.list_id)))
+        return p.checkpoint, held, candidates
+
+    def _settle(self, task_id: str) -> None:
+        try:
+            settle_orphan(self._facade, task_id, self.node_id)
+        except Exception:
+            log.exception("could not settle task %s; will try again", task_id[:8])
+
+    def _claim(self, task: TaskState, last_seq: int, lst: ListState | None) -> None:
+        slot = self._free[0]
+        correlation_id = ev.new_event_id()
+        origin = ev.Origin(node_id=self.node_id, correlation_id=correlation_id, actor="node")
+        claimed = ev.envelop(ev.TaskClaimed(node_id=self.node_id, slot=slot), task.id, origin)
+        try:
+            seq = self._facade.append([claimed], last_seq)[-1]
+        except ev.ConcurrencyError:
+            return  # someone else changed it first; the projection will tell us more
+        except Exception as exc:
+            # Unknown whether it was stored: if it was, the next scan finds the task held by
+            # this node without a slot and settles it.
+            log.warning("claim of task %s failed: %s", task.id[:8], exc)
+            return
+        self._free.pop(0)
+        self._running[task.id] = slot
+        claim = Claim(task=task, list=lst, claim_seq=seq, correlation_id=correlation_id)
+        try:
+            self._slots[slot].tell(Assign(claim))
+        except pykka.ActorDeadError:
+            # The slot died between being free and now: the claim is settled as an orphan.
+            del self._running[task.id]

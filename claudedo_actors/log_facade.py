@@ -1,0 +1,96 @@
+"""The synchronous facade actors use to reach the log and NATS through the bridge's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import events as ev
+from claudedo_actors.bridge import NatsBridge
+from projections import TaskState, fold_task
+
+log = logging.getLogger("claudedo.facade")
+
+# (subject, payload, headers) of one output message.
+_OutMsg = tuple[str, bytes, dict[str, str]]
+
+
+class LogFacade:
+    """Blocking calls for actor threads; nothing here may be called on the loop itself."""
+
+    def __init__(self, bridge: NatsBridge) -> None:
+        assert bridge.log is not None and bridge.nc is not None
+        self._bridge = bridge
+        self._log = bridge.log
+        self._nc = bridge.nc
+        self._out: asyncio.Queue[_OutMsg] | None = None
+        self._out_task: asyncio.Task[None] | None = None
+
+    @property
+    def max_payload(self) -> int:
+        return int(self._nc.max_payload or 1024 * 1024)
+
+    def append(
+        self, envelopes: Sequence[ev.Envelope], expected_seq: int | None, guard: str | None = None
+    ) -> list[int]:
+        return self._bridge.call(self._log.append(envelopes, expected_seq, guard), timeout_s=60)
+
+    def load_task(self, task_id: str) -> tuple[TaskState | None, int]:
+        """The task folded from its own events in the log, and its last sequence."""
+        raws = self._bridge.call(
+            self._log.read_aggregate(ev.aggregate_filter("task", task_id)), timeout_s=60
+        )
+        state: TaskState | None = None
+        for raw in raws:
+            try:
+                state = fold_task(state, ev.decode(raw.data), raw.seq)
+            except (ev.DecodeError, ValueError):
+                continue  # skipped like the projector skips it
+        return state, raws[-1].seq if raws else 0
+
+    def last_seq(self) -> int:
+        return self._bridge.call(self._log.last_seq(), timeout_s=30)
+
+    # --- agent output: ordered, never blocking the caller ------------------------------
+
+    def start_output(self) -> None:
+        async def start() -> None:
+            self._out = asyncio.Queue()
+            self._out_task = asyncio.create_task(self._publish_output(), name="output")
+
+        self._bridge.call(start())
+
+    def publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
+        """Queue one output message; it is published in order by the loop."""
+        out = self._out
+        if out is not None:
+            self._bridge.loop.call_soon_threadsafe(out.put_nowait, (subject, payload, headers))
+
+    async def _publish_output(self) -> None:
+        assert self._out is not None
+        while True:
+            subject, payload, headers = await self._out.get()
+            try:
+                # Plain publish: the output stream stores it; the NDJSON file is the record.
+                await self._nc.publish(subject, payload, headers=headers)
+            except Exception as exc:  # a disconnected moment loses live lines, not the file
+                log.warning("output line not published on %s: %s", subject, exc)
+            finally:
+                self._out.task_done()
+
+    def stop_output(self, timeout_s: float = 5.0) -> None:
+        """Publish what is queued (bounded), then stop."""
+
+        async def stop() -> None:
+            out, task = self._out, self._out_task
+            if out is None or task is None:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(out.join(), timeout_s)
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+            self._out = None
+
+        self._bridge.call(stop(), timeout_s=timeout_s + 2)

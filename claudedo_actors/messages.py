@@ -1,0 +1,82 @@
+"""Messages between the queue, slot and run actors: frozen structs, sent with `tell`.
+
+A message that fails in its actor stops that actor through `on_failure` (pykka reports a
+failure of a `tell` there, while a failed `ask` only reaches the asker), so every crash is seen.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from claudedo_actors.streamjson import RunOutcome, SessionInfo
+from projections import ListState, TaskState
+
+
+class Claim(msgspec.Struct, frozen=True, kw_only=True):
+    """A task this node claimed: its state as of the claim, its list, the claim's sequence."""
+
+    task: TaskState
+    list: ListState | None
+    claim_seq: int
+    correlation_id: str
+
+
+# --- to the queue ------------------------------------------------------------------------
+
+
+class ResumeDispatch(msgspec.Struct, frozen=True):
+    """Start handing out tasks (the node finished starting)."""
+
+
+class ProjectionAdvanced(msgspec.Struct, frozen=True):
+    checkpoint: int
+
+
+class SlotFree(msgspec.Struct, frozen=True):
+    number: int
+
+
+class SlotReplaced(msgspec.Struct, frozen=True):
+    number: int
+    ref: Any
+
+
+# --- to a slot ---------------------------------------------------------------------------
+
+
+class Assign(msgspec.Struct, frozen=True):
+    claim: Claim
+
+
+class CancelTask(msgspec.Struct, frozen=True):
+    task_id: str
+
+
+class RunEnded(msgspec.Struct, frozen=True):
+    run_number: int
+    outcome: RunOutcome
+
+
+# --- to a run ----------------------------------------------------------------------------
+
+
+class SessionOpened(msgspec.Struct, frozen=True):
+    info: SessionInfo
+
+
+class ProcessExited(msgspec.Struct, frozen=True):
+    exit_code: int | None
+
+
+class CancelRun(msgspec.Struct, frozen=True):
+    pass
+
+
+class TimeIsUp(msgspec.Struct, frozen=True):
+    pass
+
+
+class StopForShutdown(msgspec.Struct, frozen=True):
+    """Asked (not told): the node stops; the run ends its process and returns its outcome."""

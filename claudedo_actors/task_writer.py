@@ -1,0 +1,99 @@
+"""Appends of one claimed task, guarded by its last sequence, never given up lightly.
+
+A slot owns the task it claimed, but users may still append to it (a cancel request). When
+the guard moved, the writer folds the task from the log: if this node still holds it, it
+takes the new sequence (and learns of a cancel request) and appends again; otherwise it
+raises LostTask. Terminal writes are retried through NATS trouble, not cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import events as ev
+from claudedo_actors.log_facade import LogFacade
+from events.errors import ClaudeDoError
+from projections import TaskState
+
+log = logging.getLogger("claudedo.writer")
+
+_RETRY_FOR_S = 120.0
+
+
+class LostTask(ClaudeDoError):
+    """The task is no longer this node's to write (requeued or settled by someone else)."""
+
+    code = "lost_task"
+
+
+class CancelSeen(Exception):
+    """A cancel request arrived; the caller asked not to append anything but a cancel then."""
+
+
+class TaskWriter:
+    """Thread-safe: the slot and its run actor both append through it."""
+
+    def __init__(
+        self,
+        facade: LogFacade,
+        task_id: str,
+        node_id: str,
+        expected_seq: int,
+        correlation_id: str,
+        on_cancel: Callable[[], None],
+    ) -> None:
+        self.task_id = task_id
+        self.node_id = node_id
+        self.expected_seq = expected_seq
+        self.cancel_seen = False
+        self._facade = facade
+        self._origin = ev.Origin(node_id=node_id, correlation_id=correlation_id, actor="node")
+        self._on_cancel = on_cancel
+        self._lock = threading.Lock()
+
+    def append(self, *events: ev.Event, unless_cancelled: bool = False) -> int:
+        """Append in order; returns the last sequence. See CancelSeen and LostTask."""
+        envs = [ev.envelop(e, self.task_id, self._origin) for e in events]
+        with self._lock:
+            deadline = time.monotonic() + _RETRY_FOR_S
+            pause_s = 0.05
+            while True:
+                if unless_cancelled and self.cancel_seen:
+                    raise CancelSeen()
+                try:
+                    seqs = self._facade.append(envs, self.expected_seq)
+                except ev.ConcurrencyError:
+                    self._reconcile()
+                    continue
+                except (ClaudeDoError, AssertionError):
+                    raise
+                except Exception as exc:
+                    # NATS unreachable for a moment: the same envelopes again (idempotent).
+                    if time.monotonic() > deadline:
+                        raise
+                    log.warning("append to task %s failed (%s); retrying", self.task_id[:8], exc)
+                    time.sleep(pause_s)  # backoff between retries of a write
+                    pause_s = min(pause_s * 2, 2.0)
+                    continue
+                self.expected_seq = seqs[-1]
+                return seqs[-1]
+
+    def _reconcile(self) -> None:
+        state, last = self._facade.load_task(self.task_id)
+        if not _held_by(state, self.node_id):
+            status = state.status if state is not None else "gone"
+            raise LostTask(f"task {self.task_id[:8]} is no longer held by this node ({status})")
+        assert state is not None
+        self.expected_seq = last
+        if state.cancel_requested and not self.cancel_seen:
+            self.cancel_seen = True
+            self._on_cancel()
+
+
+def _held_by(state: TaskState | None, node_id: str) -> bool:
+    return (
+        state is not None and state.status in ("claimed", "running") and state.claimed_by == node_id
+    )

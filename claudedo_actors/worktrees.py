@@ -1,0 +1,239 @@
+"""Git work for tasks: a worktree per task, commits of the agent's changes, merge and discard.
+
+Every commit ClaudeDo makes is authored and committed by ClaudeDo, with hooks and signing off,
+so it never depends on the user's git config. Merge computes the merge commit without touching
+any working tree, then moves the base branch only if it still points where it was read; when the
+base branch is checked out, its working tree is fast-forwarded by git itself, which refuses
+rather than overwrite local changes. Discard keeps the agent's commits under `refs/claudedo/`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from events.errors import ClaudeDoError, Conflict
+
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "ClaudeDo",
+    "GIT_AUTHOR_EMAIL": "claudedo@localhost",
+    "GIT_COMMITTER_NAME": "ClaudeDo",
+    "GIT_COMMITTER_EMAIL": "claudedo@localhost",
+}
+# Settings that would make a commit depend on the user's configuration.
+_NEUTRAL = ("-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null")
+KEPT_REF_PREFIX = "refs/claudedo/"
+
+
+class GitError(ClaudeDoError):
+    """A git command failed; the message carries git's own words."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="git")
+
+
+def git(cwd: Path | str, *args: str, check: bool = True, timeout_s: float = 120) -> str:
+    """Run git in `cwd` and return its stdout; a failure raises GitError with stderr."""
+    env = {**os.environ, **IDENTITY, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    try:
+        proc = subprocess.run(
+            ["git", *_NEUTRAL, *args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        raise ClaudeDoError("git is not installed", code="no_git") from None
+    if check and proc.returncode != 0:
+        detail = " ".join((proc.stderr or proc.stdout).split())[:400]
+        raise GitError(f"git {args[0]} failed: {detail or f'exit {proc.returncode}'}")
+    return proc.stdout
+
+
+def branch_for(task_id: str) -> str:
+    """The task's own branch: `claudedo/<task id without dashes>`."""
+    return f"claudedo/{task_id.replace('-', '')}"
+
+
+def kept_ref_for(task_id: str) -> str:
+    return f"{KEPT_REF_PREFIX}{task_id.replace('-', '')}"
+
+
+@dataclass(frozen=True)
+class NewWorktree:
+    path: str
+    branch: str
+    base_branch: str | None
+    base_commit: str
+
+
+def create_worktree(repo: str, path: Path, task_id: str) -> NewWorktree:
+    """A worktree at `path` on the task's branch, made from the repository's current HEAD."""
+    base_commit = git(repo, "rev-parse", "--verify", "HEAD^{commit}").strip()
+    base_branch = git(repo, "symbolic-ref", "--quiet", "--short", "HEAD", check=False).strip()
+    branch = branch_for(task_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    git(repo, "worktree", "add", "--quiet", "-b", branch, str(path), base_commit)
+    return NewWorktree(str(path), branch, base_branch or None, base_commit)
+
+
+def head_of(path: str) -> str:
+    return git(path, "rev-parse", "--verify", "HEAD^{commit}").strip()
+
+
+@dataclass(frozen=True)
+class CommitStats:
+    commit: str
+    files_changed: int
+    insertions: int
+    deletions: int
+
+
+def commit_changes(path: str, since: str, message: str) -> CommitStats | None:
+    """Commit everything changed in the worktree; stats cover all commits after `since`.
+
+    Returns None when nothing changed (no commit by the agent, nothing to commit).
+    """
+    git(path, "add", "--all")
+    staged = subprocess.run(
+        ["git", "diff", "--cached", "--quiet"], cwd=path, check=False, capture_output=True
+    )
+    if staged.returncode != 0:
+        git(path, "commit", "--quiet", "--no-verify", "-m", message)
+    head = head_of(path)
+    if head == since:
+        return None
+    return CommitStats(head, *diff_stats(path, since, head))
+
+
+def diff_stats(path: str, old: str, new: str) -> tuple[int, int, int]:
+    """Files changed, insertions and deletions between two commits (binary files count 0)."""
+    files = ins = dels = 0
+    for line in git(path, "diff", "--numstat", old, new).splitlines():
+        added, removed, _ = line.split("\t", 2)
+        files += 1
+        ins += int(added) if added.isdigit() else 0
+        dels += int(removed) if removed.isdigit() else 0
+    return files, ins, dels
+
+
+def diff_text(repo: str, base_commit: str, head: str, stat: bool = False) -> str:
+    args = ["diff", "--stat"] if stat else ["diff"]
+    return git(repo, *args, base_commit, head)
+
+
+def uncommitted(path: str) -> list[str]:
+    """Paths with changes not committed in the worktree (porcelain lines)."""
+    return [line for line in git(path, "status", "--porcelain").splitlines() if line]
+
+
+def _checked_out_at(repo: str, branch: str) -> str | None:
+    """The worktree that has `branch` checked out, if any."""
+    current: str | None = None
+    for line in git(repo, "worktree", "list", "--porcelain").splitlines():
+        if line.startswith("worktree "):
+            current = line.removeprefix("worktree ")
+        elif line == f"branch refs/heads/{branch}":
+            return current
+    return None
+
+
+def merge_into_base(
+    repo: str, branch: str, base_branch: str, base_commit: str, message: str
+) -> str:
+    """Merge `branch` into `base_branch`; returns the commit the base branch now points at.
+
+    Everything is checked before anything moves: a missing or rewritten base branch, a
+    conflict, or local changes in the base's working tree are errors that change nothing.
+    """
+    ref = f"refs/heads/{base_branch}"
+    old = git(repo, "rev-parse", "--verify", "--quiet", ref, check=False).strip()
+    if not old:
+        raise Conflict(f"base branch {base_branch} no longer exists; nothing was merged")
+    ancestor = subprocess.run(
+        ["git", "merge-base", "--is-ancestor", base_commit, old], cwd=repo, check=False
+    )
+    if ancestor.returncode != 0:
+        raise Conflict(
+            f"base branch {base_branch} was rewritten since the worktree was made "
+            f"(it no longer contains {base_commit[:10]}); nothing was merged"
+        )
+    tip = git(repo, "rev-parse", "--verify", f"refs/heads/{branch}").strip()
+    if (
+        subprocess.run(
+            ["git", "merge-base", "--is-ancestor", tip, old], cwd=repo, check=False
+        ).returncode
+        == 0
+    ):
+        return old  # already merged
+    tree = subprocess.run(
+        ["git", "merge-tree", "--write-tree", "--name-only", "--no-messages", old, tip],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if tree.returncode == 1:
+        files = ", ".join(tree.stdout.splitlines()[1:6])
+        raise Conflict(f"merging into {base_branch} conflicts in {files}; nothing was merged")
+    if tree.returncode != 0:
+        raise GitError(f"git merge-tree failed: {' '.join(tree.stderr.split())[:300]}")
+    merged_tree = tree.stdout.splitlines()[0].strip()
+    merge = git(repo, "commit-tree", merged_tree, "-p", old, "-p", tip, "-m", message).strip()
+    checkout = _checked_out_at(repo, base_branch)
+    if checkout is None:
+        # Nobody has the base checked out: move the ref, only if it did not move meanwhile.
+        git(repo, "update-ref", "-m", "claudedo merge", ref, merge, old)
+        return merge
+    # The base is checked out (the user's own tree): a fast-forward to the merge commit lets
+    # git refuse, changing nothing, if local changes would be overwritten.
+    proc = subprocess.run(
+        ["git", "merge", "--ff-only", "--quiet", merge],
+        cwd=checkout,
+        env={**os.environ, **IDENTITY, "LC_ALL": "C"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        detail = " ".join(proc.stderr.split())[:300]
+        raise Conflict(
+            f"the merge would overwrite uncommitted changes in {checkout}: {detail}; "
+            "nothing was merged"
+        )
+    return merge
+
+
+def discard_worktree(
+    repo: str, path: str, branch: str, task_id: str, message: str
+) -> tuple[str | None, str | None]:
+    """Remove the worktree and branch; the agent's commits stay under a ref of their own.
+
+    Uncommitted changes are committed first, so nothing the agent wrote is lost. Returns the
+    kept ref and the commit it points at (both None when the branch was already gone).
+    """
+    head: str | None = None
+    if Path(path).is_dir():
+        if uncommitted(path):
+            git(path, "add", "--all")
+            git(path, "commit", "--quiet", "--no-verify", "-m", message)
+        head = head_of(path)
+    else:
+        head = git(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False)
+        head = head.strip() or None
+    kept: str | None = None
+    if head is not None:
+        kept = kept_ref_for(task_id)
+        git(repo, "update-ref", "-m", "claudedo discard", kept, head)
+    if Path(path).is_dir():
+        git(repo, "worktree", "remove", "--force", path)
+    git(repo, "worktree", "prune")
+    if git(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False).strip():
+        git(repo, "branch", "-D", "--quiet", branch)
+    return kept, head
