@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from msgspec import UNSET
 
 import events as ev
 from claudedo_actors import requests as rq
+from claudedo_actors.agent_command import check_permission_mode
 from events.errors import ClaudeDoError, Conflict, Invalid, NotFound
 from projections import Projection, TaskState, refusal
 from projections import queries as q
@@ -106,6 +108,10 @@ def _check_setting(name: str, value: Any) -> Any:
             raise Invalid(
                 f"unknown permission mode {value!r} (one of: {', '.join(PERMISSION_MODES)})"
             )
+        try:
+            check_permission_mode(value, os.environ, os.geteuid())
+        except ClaudeDoError as exc:
+            raise Invalid(str(exc)) from None
         return value
     if name == "allowed_tools":
         return tuple(_text(t, "allowed tool", 200) for t in value)

@@ -1,0 +1,185 @@
+"""Running tasks across node lives: crashes, stops, several nodes, a missing agent."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import nats
+import psutil
+import pytest
+
+from claudedo_actors.run_output import END_HEADER, LINE_HEADER, PART_HEADER
+from events.log import OUTPUT_STREAM
+from tests.runner_support import Runner, processes_marked
+
+
+def test_missing_agent_binary_fails_the_task_naming_the_setting(
+    tmp_path: Path, git_repo: Path
+) -> None:
+    runner = Runner(tmp_path, claude_bin=str(tmp_path / "no-such-claude")).start()
+    try:
+        runner.add_list(git_repo)
+        task = runner.wait_status(runner.add_task("Anything"))
+        assert (task["status"], task["cause"]) == ("failed", "spawn_failed")
+        assert "no-such-claude" in task["error"] and "--claude-bin" in task["error"]
+        assert task["runs"] == []
+    finally:
+        runner.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the refusal applies to root only")
+def test_bypass_permissions_as_root_without_is_sandbox_is_refused_before_any_run(
+    tmp_path: Path, git_repo: Path
+) -> None:
+    runner = Runner(tmp_path, env={"IS_SANDBOX": ""}).start()
+    try:
+        with pytest.raises(Exception, match="IS_SANDBOX=1"):
+            runner.add_list(git_repo, permission_mode="bypassPermissions")
+        runner.add_list(git_repo)
+        with pytest.raises(Exception, match="IS_SANDBOX=1"):
+            runner.add_task("Risky", permission_mode="bypassPermissions")
+        assert runner.agent_calls() == []
+    finally:
+        runner.stop()
+
+
+def test_a_crashing_run_actor_still_settles_its_task(tmp_path: Path, git_repo: Path) -> None:
+    runner = Runner(tmp_path)
+    (runner.node.home / "logs").parent.mkdir(parents=True)
+    (runner.node.home / "logs").write_text("a file where the run logs' folder should be\n")
+    runner.start()
+    try:
+        runner.add_list(git_repo)
+        task_id = runner.add_task("Hello")
+        task = runner.wait_status(task_id)
+        assert (task["status"], task["cause"]) == ("failed", "agent_error")
+        assert task["error"].startswith("Internal error")
+        assert processes_marked(task_id) == []
+        # The slot was freed: the next task is taken too (and fails the same way).
+        assert runner.wait_status(runner.add_task("Next"))["status"] == "failed"
+    finally:
+        runner.stop()
+
+
+def test_one_slot_runs_one_task_at_a_time(tmp_path: Path, git_repo: Path) -> None:
+    runner = Runner(tmp_path, slots=1).start()
+    try:
+        runner.add_list(git_repo)
+        first = runner.add_task("Slow [fake:slow]")
+        runner.wait_run(first)
+        second = runner.add_task("Waits")
+        assert runner.task(second)["status"] == "queued"
+        runner.ask("task.cancel", tasks=[first])
+        assert runner.wait_status(second)["status"] == "done"
+    finally:
+        runner.stop()
+
+
+def test_a_node_killed_mid_run_settles_the_orphan_on_start_and_resumes_it(
+    tmp_path: Path, git_repo: Path
+) -> None:
+    runner = Runner(tmp_path, env={"FAKE_CLAUDE_SLOW_S": "2"}).start()
+    runner.add_list(git_repo)
+    task_id = runner.add_task("Slow [fake:slow]")
+    runner.wait_run(task_id)
+    orphans = [psutil.Process(pid) for pid in processes_marked(task_id)]
+    assert orphans
+    runner.node.kill9()
+    assert all(p.is_running() for p in orphans)  # the agent outlived its node
+    runner.start()
+    task = runner.wait_status(task_id)
+    assert task["status"] == "done"
+    assert not any(p.is_running() for p in orphans)
+    run1, run2 = runner.ask("runs", task=task_id)
+    assert (run1["cause"], run1["success"]) == ("worker_lost", False)
+    assert run2["is_retry"] and run2["resume_session_id"] == run1["session_id"]
+    events = runner.events(task_id)
+    assert "TaskRequeued" in events and events.count("TaskClaimed") == 2
+    runner.stop()
+
+
+def test_a_node_stopped_mid_run_gives_the_task_back_and_finishes_it_later(
+    tmp_path: Path, git_repo: Path
+) -> None:
+    runner = Runner(tmp_path, env={"FAKE_CLAUDE_SLOW_S": "2"}).start()
+    runner.add_list(git_repo)
+    task_id = runner.add_task("Slow [fake:slow]")
+    runner.wait_run(task_id)
+    assert runner.node.stop() == 0
+    assert processes_marked(task_id) == []
+    runner.start()
+    task = runner.wait_status(task_id)
+    assert task["status"] == "done"
+    run1, run2 = runner.ask("runs", task=task_id)
+    assert run1["cause"] == "worker_lost" and run2["is_retry"]
+    runner.stop()
+
+
+def test_two_nodes_on_one_nats_never_run_a_task_twice(
+    tmp_path: Path, git_repo: Path, nats_url: str
+) -> None:
+    a = Runner(tmp_path, slots=3, name="a", extra=["--nats", nats_url]).start()
+    b = Runner(tmp_path, slots=3, name="b", extra=["--nats", nats_url]).start()
+    try:
+        list_name = f"shared-{os.getpid()}-{id(a)}"
+        a.add_list(git_repo, list_name)
+        ids = [a.add_task(f"Task {i}", list_name) for i in range(24)]
+        for task_id in ids:
+            a.wait_status(task_id)
+        for task_id in ids:
+            events = a.events(task_id)
+            assert events.count("TaskClaimed") == 1 and events.count("RunStarted") == 1
+            assert a.task(task_id)["status"] == "done"
+        nodes = {a.task(i)["runs"][0]["node_id"] for i in ids}
+        assert len(a.agent_calls()) + len(b.agent_calls()) == len(ids)
+        assert len(nodes) >= 1
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_output_lines_are_published_live_and_big_ones_split(tmp_path: Path, git_repo: Path) -> None:
+    runner = Runner(tmp_path).start()
+    try:
+        runner.add_list(git_repo)
+        task_id = runner.add_task("Big [fake:big_line]")
+        runner.wait_status(task_id)
+        run = runner.ask("runs", task=task_id)[0]
+        url = runner.ask("info")["nats_url"]
+        lines = asyncio.run(_read_output(url, f"claudedo.out.{task_id}.1"))
+        assert b"\n".join(lines) + b"\n" == Path(run["log_path"]).read_bytes()
+    finally:
+        runner.stop()
+
+
+async def _read_output(url: str, subject: str) -> list[bytes]:
+    """Reassemble a run's lines from the output stream, up to the end marker."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    sub = await js.subscribe(subject, stream=OUTPUT_STREAM, ordered_consumer=True)
+    lines: list[bytes] = []
+    parts: list[bytes] = []
+    split_seen = False
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=10)
+            headers = msg.headers or {}
+            if END_HEADER in headers:
+                assert int(headers[END_HEADER]) == len(lines)
+                break
+            assert int(headers[LINE_HEADER]) == len(lines) + 1
+            if PART_HEADER in headers:
+                split_seen = True
+                index, total = map(int, headers[PART_HEADER].split("/"))
+                parts.append(msg.data)
+                if index == total:
+                    lines.append(b"".join(parts))
+                    parts = []
+            else:
+                lines.append(msg.data)
+    finally:
+        await nc.close()
+    assert split_seen
+    return lines
