@@ -15,10 +15,12 @@ from nats.aio.msg import Msg
 
 import events as ev
 from claudedo_actors import requests as rq
+from claudedo_actors import review
 from claudedo_actors.commands import Decider, Plan, prepare
+from claudedo_actors.follow import last_lines, summarize
 from claudedo_actors.projector_actor import ProjectionFeed, ReadLog
 from events.errors import ClaudeDoError, Conflict, Invalid
-from projections import Projection
+from projections import Projection, TaskState
 from projections import queries as q
 from projections.rebuild import rebuild_file
 
@@ -54,6 +56,7 @@ class Api:
         self._read_log = read_log
         self._rebuild_lock = asyncio.Lock()
         self.list_lock = asyncio.Lock()
+        self.review_lock = asyncio.Lock()  # one merge or discard at a time in this node
         self._sub: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -232,6 +235,51 @@ async def _runs(api: Api, req: rq.RunsOfTask) -> Any:
     return await api.query(lambda p: q.runs_of_task(p, q.resolve_task(p, req.task).id))
 
 
+async def _worktree_diff(api: Api, req: rq.WorktreeOf) -> Any:
+    task, repo = await api.query(lambda p: review.task_and_repo(p, req.task))
+    return await review.in_thread(lambda: review.diff(task, repo, req.stat))
+
+
+async def _worktree_merge(api: Api, req: rq.WorktreeOf) -> Any:
+    return await _review(api, req, review.merge)
+
+
+async def _worktree_discard(api: Api, req: rq.WorktreeOf) -> Any:
+    return await _review(api, req, review.discard)
+
+
+async def _review(api: Api, req: rq.WorktreeOf, act: Callable[[TaskState, str], ev.Event]) -> Any:
+    async with api.review_lock:
+        task, repo = await api.query(lambda p: review.task_and_repo(p, req.task))
+        event = await review.in_thread(lambda: act(task, repo))
+        origin = ev.Origin(
+            node_id=api.node_id,
+            correlation_id=req.request_id or ev.new_event_id(),
+            actor=req.actor,
+        )
+        # Git already did it: the fact is recorded whatever else the task did meanwhile.
+        seqs = await api.log.append([ev.envelop(event, task.id, origin)], None)
+        await api.feed.wait_for(seqs[-1])
+        return await api.feed.run_in_projection(lambda p: q.task_detail(p, task.id))
+
+
+async def _board(api: Api, req: rq.Board) -> Any:
+    data: dict[str, Any] = await api.query(q.board)
+    subjects = [
+        ev.output_subject(row["id"], row["run_number"])
+        for row in data["working"]
+        if row["run_number"] is not None
+    ]
+    lines = await last_lines(api.nc.jetstream(), subjects)
+    for row in data["working"]:
+        line = None
+        if row["run_number"] is not None:
+            line = lines.get(ev.output_subject(row["id"], row["run_number"]))
+        row["last_line"] = summarize(line)
+    data["node"] = api._info()
+    return data
+
+
 async def _subtask_add(api: Api, req: rq.AddSubtasks) -> Any:
     return await api.command(req, lambda d: d.add_subtasks(req))
 
@@ -290,6 +338,9 @@ ROUTES: dict[str, tuple[type[Any], Handler]] = {
     "task.continue": (rq.ContinueTask, _task_continue),
     "task.subtask.add": (rq.AddSubtasks, _subtask_add),
     "runs": (rq.RunsOfTask, _runs),
+    "worktree.diff": (rq.WorktreeOf, _worktree_diff),
+    "worktree.merge": (rq.WorktreeOf, _worktree_merge),
+    "worktree.discard": (rq.WorktreeOf, _worktree_discard),
     "task.subtask.done": (rq.MarkSubtasks, _subtask_done),
     "task.subtask.undo": (rq.MarkSubtasks, _subtask_undo),
     "tasks": (rq.ListTasks, _tasks),
@@ -297,4 +348,5 @@ ROUTES: dict[str, tuple[type[Any], Handler]] = {
     "sql": (rq.RunSql, _sql),
     "projections.rebuild": (rq.Rebuild, _rebuild),
     "info": (rq.Info, _info),
+    "board": (rq.Board, _board),
 }

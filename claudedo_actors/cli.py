@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -356,6 +357,123 @@ def task_continue(task_id: str, prompt: str, home: Path | None, as_json: bool) -
 def runs(task_id: str, home: Path | None, as_json: bool) -> None:
     """The runs of a task: session, exit code, cause, turns, tokens, cost, result, log."""
     _emit(_request(home, "runs", {"task": task_id}), as_json, "runs")
+
+
+@app.command("log")
+@click.argument("task_id", metavar="ID")
+@click.option("--run", "run_number", type=click.IntRange(min=1), help="Run N (default: latest).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing while the run goes on.")
+@home_option
+def log_command(task_id: str, run_number: int | None, follow: bool, home: Path | None) -> None:
+    """A run's stream-json transcript (NDJSON): from its file, or live with --follow."""
+    import asyncio
+
+    from claudedo_actors.client import NodeClient
+    from claudedo_actors.follow import follow_output
+    from claudedo_actors.home import resolve_home
+
+    client = NodeClient(resolve_home(home))
+    task = client.request("task.show", {"task": task_id})
+    runs = task["runs"]
+    if not runs:
+        raise ClaudeDoError(f"task {task_id} has no run yet", code="not_found")
+    chosen = [r for r in runs if run_number is None or r["run_number"] == run_number]
+    if not chosen:
+        raise ClaudeDoError(f"task {task_id} has no run {run_number}", code="not_found")
+    run = chosen[-1]
+    out = sys.stdout.buffer
+    path = Path(run["log_path"] or "")
+    if not (follow and run["finished_at"] is None) and path.is_file():
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                out.write(chunk)
+        out.flush()
+        return
+
+    def write(line: bytes) -> None:
+        out.write(line + b"\n")
+        out.flush()
+
+    ended = asyncio.run(
+        follow_output(
+            client.address.nats_url,
+            task["id"],
+            run["run_number"],
+            write,
+            idle_timeout_s=None if follow else 1.0,
+        )
+    )
+    if not ended and run["finished_at"] is not None and not path.is_file():
+        raise ClaudeDoError(
+            f"the log of run {run['run_number']} is not on this machine ({path}) and its "
+            "live lines have aged out of the output stream",
+            code="not_found",
+        )
+
+
+@app.command()
+@click.option("--once", is_flag=True, help="Print the board once and exit.")
+@click.option(
+    "--interval", type=_FiniteFloat(0.05, 60), default=1.0, show_default=True,
+    help="Seconds between refreshes.",
+)  # fmt: skip
+@home_option
+@json_option
+def watch(once: bool, interval: float, home: Path | None, as_json: bool) -> None:
+    """A live board: running tasks by node and slot, their latest output line, cost so far."""
+    from claudedo_actors import render
+
+    if once or as_json:
+        _emit(_request(home, "board", {}), as_json, "board")
+        return
+    from rich.live import Live
+
+    with Live(render.board_table(_request(home, "board", {})), auto_refresh=False) as live:
+        while True:
+            time.sleep(interval)  # the refresh period of a live display
+            live.update(render.board_table(_request(home, "board", {})), refresh=True)
+
+
+@app.group("worktree")
+def worktree_group() -> None:
+    """Review a task's work: diff, merge into the base branch, or discard it."""
+
+
+@worktree_group.command("diff")
+@click.argument("task_id", metavar="ID")
+@click.option("--stat", is_flag=True, help="Only the summary of changed files.")
+@home_option
+@json_option
+def worktree_diff(task_id: str, stat: bool, home: Path | None, as_json: bool) -> None:
+    """What the task's branch changed since the commit it was made from."""
+    result = _request(home, "worktree.diff", {"task": task_id, "stat": stat})
+    if as_json:
+        _emit(result, True, "")
+        return
+    sys.stdout.write(result["diff"])
+    if result["uncommitted"]:
+        sys.stderr.write(
+            f"note: {len(result['uncommitted'])} uncommitted change(s) in the worktree "
+            "are not in this diff\n"
+        )
+
+
+@worktree_group.command("merge")
+@click.argument("task_id", metavar="ID")
+@home_option
+@json_option
+def worktree_merge(task_id: str, home: Path | None, as_json: bool) -> None:
+    """Merge the task's branch into the branch its worktree was made from."""
+    _emit(_request(home, "worktree.merge", {"task": task_id}), as_json, "task_one")
+
+
+@worktree_group.command("discard")
+@click.argument("task_id", metavar="ID")
+@home_option
+@json_option
+def worktree_discard(task_id: str, home: Path | None, as_json: bool) -> None:
+    """Remove the task's worktree and branch; its commits stay under refs/claudedo/."""
+    _emit(_request(home, "worktree.discard", {"task": task_id}), as_json, "task_one")
 
 
 @task_group.group("subtask")

@@ -179,3 +179,27 @@ def rebuild(data: dict[str, Any]) -> None:
         f"rebuilt the projection from {data['rebuilt_to_seq']} events in "
         f"{data['seconds']:.2f}s; checkpoint now {data['checkpoint_seq']}"
     )
+
+
+def board_table(data: dict[str, Any]) -> Table:
+    counts = data["counts"]
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    table = Table(
+        "node", "slot", "task", "status", "run", "cost $", "latest output",
+        title=f"ClaudeDo board: {summary or 'no tasks'}",
+    )  # fmt: skip
+    for row in data["working"]:
+        table.add_row(
+            str(row["node_id"] or ""),
+            "" if row["slot"] is None else str(row["slot"]),
+            f"{row['id'][:8]} {_short(row['title'], 30)}",
+            row["status"],
+            str(row["run_number"] or ""),
+            f"{row['cost_usd'] or 0:.4f}",
+            _short(row["last_line"], 60),
+        )
+    return table
+
+
+def board(data: dict[str, Any]) -> None:
+    _console.print(board_table(data))

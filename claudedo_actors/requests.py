@@ -127,3 +127,14 @@ class Rebuild(Request, kw_only=True, forbid_unknown_fields=True):
 
 class Info(Request, kw_only=True, forbid_unknown_fields=True):
     pass
+
+
+class WorktreeOf(Request, kw_only=True, forbid_unknown_fields=True):
+    """The worktree of one task (diff, merge, discard)."""
+
+    task: str
+    stat: bool = False
+
+
+class Board(Request, kw_only=True, forbid_unknown_fields=True):
+    pass

@@ -272,3 +272,18 @@ def runs_of_task(p: Projection, task_id: str) -> list[dict[str, Any]]:
             f"SELECT {RUN_FIELDS} FROM runs WHERE task_id = ? ORDER BY run_number", [task_id]
         )
     )
+
+
+def board(p: Projection) -> dict[str, Any]:
+    """Tasks at work (by node and slot) with their latest run and cost so far; status counts."""
+    working = _dicts(
+        p.con.execute(
+            "SELECT t.id, t.title, t.status, t.claimed_by AS node_id, t.slot, t.started_at, "
+            " (SELECT max(run_number) FROM runs r WHERE r.task_id = t.id) AS run_number, "
+            " (SELECT coalesce(sum(cost_usd), 0) FROM runs r WHERE r.task_id = t.id) AS cost_usd "
+            "FROM tasks t WHERE t.status IN ('claimed', 'running') "
+            "ORDER BY t.claimed_by, t.slot, t.id"
+        )
+    )
+    counts = dict(p.con.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall())
+    return {"working": working, "counts": {s: int(counts.get(s, 0)) for s in STATUSES}}

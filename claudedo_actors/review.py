@@ -1,0 +1,92 @@
+"""Reviewing a task's work: diff, merge into the base branch, discard (keeping the commits).
+
+Git runs outside the event loop and the projector. The event (WorktreeMerged or
+WorktreeDiscarded, with the actor who decided) is appended once git did it: it records a fact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import events as ev
+from claudedo_actors import worktrees as wt
+from events.errors import Conflict, Invalid
+from projections import Projection, TaskState, WorktreeState
+from projections import queries as q
+
+T = TypeVar("T")
+_BUSY = ("queued", "claimed", "running")
+
+
+def _tree_of(task: TaskState, action: str) -> WorktreeState:
+    tree = task.worktree
+    if tree is None:
+        raise Invalid(f"task {task.id[:8]} has no worktree yet (it never ran)")
+    if tree.kind != "worktree" or tree.branch is None or tree.base_commit is None:
+        raise Invalid(f"task {task.id[:8]} ran in a sandbox folder, not a git worktree")
+    if tree.status == "discarded" and action != "diff":
+        raise Conflict(f"the worktree of task {task.id[:8]} was discarded")
+    if task.status in _BUSY and action != "diff":
+        raise Conflict(f"task {task.id[:8]} is {task.status}; cancel it or wait until it ends")
+    return tree
+
+
+def _repo_of(p: Projection, task: TaskState) -> str:
+    lst = p.list_state(task.list_id)
+    if lst is None or not lst.dir:
+        raise Invalid(f"the list of task {task.id[:8]} has no git dir")
+    return lst.dir
+
+
+def diff(task: TaskState, repo: str, stat: bool) -> dict[str, Any]:
+    tree = _tree_of(task, "diff")
+    assert tree.base_commit is not None
+    if tree.status == "discarded":
+        head = tree.kept_ref or tree.head_commit or tree.base_commit
+        pending: list[str] = []
+    else:
+        head = f"refs/heads/{tree.branch}"
+        pending = wt.uncommitted(tree.path) if Path(tree.path).is_dir() else []
+    return {
+        "task_id": task.id,
+        "branch": tree.branch,
+        "base_branch": tree.base_branch,
+        "base_commit": tree.base_commit,
+        "diff": wt.diff_text(repo, tree.base_commit, head, stat=stat),
+        "uncommitted": pending,
+    }
+
+
+def merge(task: TaskState, repo: str) -> ev.WorktreeMerged:
+    tree = _tree_of(task, "merge")
+    assert tree.branch is not None and tree.base_commit is not None
+    if tree.base_branch is None:
+        raise Invalid(f"task {task.id[:8]} was made from a detached HEAD: no branch to merge into")
+    if Path(tree.path).is_dir() and wt.uncommitted(tree.path):
+        raise Conflict(
+            f"the worktree of task {task.id[:8]} has uncommitted changes (a failed run's work?): "
+            "continue the task or discard it; nothing was merged"
+        )
+    message = f"Merge ClaudeDo task: {task.title}\n\nClaudeDo task {task.id}"
+    commit = wt.merge_into_base(repo, tree.branch, tree.base_branch, tree.base_commit, message)
+    return ev.WorktreeMerged(into_branch=tree.base_branch, merge_commit=commit)
+
+
+def discard(task: TaskState, repo: str) -> ev.WorktreeDiscarded:
+    tree = _tree_of(task, "discard")
+    assert tree.branch is not None
+    message = f"Uncommitted work of ClaudeDo task {task.id}, kept at discard"
+    kept, head = wt.discard_worktree(repo, tree.path, tree.branch, task.id, message)
+    return ev.WorktreeDiscarded(kept_ref=kept, head_commit=head)
+
+
+async def in_thread(fn: Callable[[], T]) -> T:
+    return await asyncio.get_running_loop().run_in_executor(None, fn)
+
+
+def task_and_repo(p: Projection, ref: str) -> tuple[TaskState, str]:
+    task = q.resolve_task(p, ref)
+    return task, _repo_of(p, task)

@@ -1,0 +1,262 @@
+"""Reviewing work without losing it: diff, merge into the base branch, discard; log and board."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import _git, wait_until
+from tests.runner_support import Runner, git_out
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
+    r = Runner(tmp_path_factory.mktemp("review"), slots=3).start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def demo(runner: Runner, git_repo: Path) -> str:
+    name = f"review-{uuid.uuid4().hex[:8]}"
+    runner.add_list(git_repo, name)
+    return name
+
+
+def done_task(runner: Runner, list_name: str, title: str = "Write [fake:write]") -> str:
+    task_id = runner.add_task(title, list_name)
+    assert runner.wait_status(task_id)["status"] == "done"
+    return task_id
+
+
+def claudedo(runner: Runner, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "claudedo_actors", *args],
+        env=runner.node.env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def audit_of(runner: Runner, task_id: str, event_type: str) -> list[dict]:  # type: ignore[type-arg]
+    return [e for e in runner.ask("audit", task=task_id) if e["type"] == event_type]
+
+
+# --- diff --------------------------------------------------------------------------------------
+
+
+def test_diff_shows_what_the_branch_changed(runner: Runner, demo: str) -> None:
+    task_id = done_task(runner, demo)
+    result = runner.ask("worktree.diff", task=task_id)
+    assert "+++ b/fake.txt" in result["diff"] and "+written by the fake agent" in result["diff"]
+    assert result["uncommitted"] == [] and result["base_branch"] == "main"
+    cli = claudedo(runner, "worktree", "diff", task_id[:8], "--stat")
+    assert cli.returncode == 0 and "fake.txt" in cli.stdout
+
+
+# --- merge -------------------------------------------------------------------------------------
+
+
+def test_merge_into_the_checked_out_base_updates_the_users_tree(
+    runner: Runner, demo: str, git_repo: Path
+) -> None:
+    task_id = done_task(runner, demo)
+    merged = runner.ask("worktree.merge", task=task_id, actor="alice")
+    assert merged["worktree"]["status"] == "merged"
+    assert (git_repo / "fake.txt").read_text() == "written by the fake agent\n"
+    assert git_out(git_repo, "status", "--porcelain") == ""
+    assert git_out(git_repo, "rev-parse", "main") == merged["worktree"]["merge_commit"]
+    (event,) = audit_of(runner, task_id, "WorktreeMerged")
+    assert event["actor"] == "alice" and event["payload"]["into_branch"] == "main"
+
+
+def test_merge_after_the_base_moved_makes_a_merge_commit(
+    runner: Runner, demo: str, git_repo: Path
+) -> None:
+    task_id = done_task(runner, demo)
+    (git_repo / "theirs.txt").write_text("the user's own work\n")
+    _git(git_repo, "add", "theirs.txt")
+    _git(git_repo, "commit", "-q", "-m", "user work")
+    merged = runner.ask("worktree.merge", task=task_id)
+    parents = git_out(git_repo, "log", "-1", "--format=%P", "main").split()
+    assert len(parents) == 2 and merged["worktree"]["merge_commit"] == git_out(
+        git_repo, "rev-parse", "main"
+    )
+    assert (git_repo / "fake.txt").exists() and (git_repo / "theirs.txt").exists()
+
+
+def test_a_merge_conflict_is_an_error_that_changes_nothing(
+    runner: Runner, demo: str, git_repo: Path
+) -> None:
+    task_id = done_task(runner, demo)
+    (git_repo / "fake.txt").write_text("the user wrote this first\n")
+    _git(git_repo, "add", "fake.txt")
+    _git(git_repo, "commit", "-q", "-m", "user version")
+    before = git_out(git_repo, "rev-parse", "main")
+    cli = claudedo(runner, "worktree", "merge", task_id)
+    assert cli.returncode == 1 and cli.stderr.startswith("error: merging into main conflicts")
+    assert len(cli.stderr.strip().splitlines()) == 1
+    assert git_out(git_repo, "rev-parse", "main") == before
+    assert git_out(git_repo, "status", "--porcelain") == ""
+    assert runner.task(task_id)["worktree"]["status"] == "active"
+    assert audit_of(runner, task_id, "WorktreeMerged") == []
+
+
+def test_merge_never_overwrites_the_users_uncommitted_files(
+    runner: Runner, demo: str, git_repo: Path
+) -> None:
+    task_id = done_task(runner, demo)
+    (git_repo / "fake.txt").write_text("my unsaved work\n")  # untracked, where the merge writes
+    before = git_out(git_repo, "rev-parse", "main")
+    with pytest.raises(Exception, match="uncommitted changes"):
+        runner.ask("worktree.merge", task=task_id)
+    assert (git_repo / "fake.txt").read_text() == "my unsaved work\n"
+    assert git_out(git_repo, "rev-parse", "main") == before
+
+
+def test_merge_refuses_a_deleted_or_rewritten_base_branch(
+    runner: Runner, demo: str, git_repo: Path
+) -> None:
+    task_id = done_task(runner, demo)
+    _git(git_repo, "commit", "-q", "--amend", "-m", "history rewritten")
+    with pytest.raises(Exception, match="was rewritten"):
+        runner.ask("worktree.merge", task=task_id)
+    _git(git_repo, "checkout", "-q", "-b", "elsewhere")
+    _git(git_repo, "branch", "-q", "-D", "main")
+    with pytest.raises(Exception, match="no longer exists"):
+        runner.ask("worktree.merge", task=task_id)
+    assert runner.task(task_id)["worktree"]["status"] == "active"
+
+
+def test_merge_into_a_base_not_checked_out_moves_only_its_ref(
+    runner: Runner, demo: str, git_repo: Path
+) -> None:
+    task_id = done_task(runner, demo)
+    _git(git_repo, "checkout", "-q", "-b", "other")
+    runner.ask("worktree.merge", task=task_id)
+    assert not (git_repo / "fake.txt").exists()  # the user's tree (on other) is untouched
+    assert git_out(git_repo, "show", "main:fake.txt") == "written by the fake agent"
+
+
+def test_merge_and_discard_wait_for_a_running_task(runner: Runner, demo: str) -> None:
+    task_id = done_task(runner, demo)
+    runner.ask("task.continue", task=task_id, prompt="Slowly now [fake:slow]")
+    runner.wait_run(task_id, run_number=2)
+    for verb in ("worktree.merge", "worktree.discard"):
+        with pytest.raises(Exception, match="is running"):
+            runner.ask(verb, task=task_id)
+    runner.ask("task.cancel", tasks=[task_id])
+    runner.wait_status(task_id)
+
+
+# --- discard -----------------------------------------------------------------------------------
+
+
+def test_discard_removes_worktree_and_branch_but_keeps_the_commits(
+    runner: Runner, demo: str, git_repo: Path
+) -> None:
+    task_id = done_task(runner, demo)
+    task = runner.task(task_id)
+    head = task["worktree"]["head_commit"]
+    discarded = runner.ask("worktree.discard", task=task_id, actor="bob")
+    tree = discarded["worktree"]
+    hex_id = task_id.replace("-", "")
+    assert tree["status"] == "discarded" and tree["kept_ref"] == f"refs/claudedo/{hex_id}"
+    assert not Path(task["worktree"]["path"]).exists()
+    assert git_out(git_repo, "branch", "--list", f"claudedo/{hex_id}") == ""
+    assert git_out(git_repo, "rev-parse", tree["kept_ref"]) == head
+    (event,) = audit_of(runner, task_id, "WorktreeDiscarded")
+    assert event["actor"] == "bob" and event["payload"]["head_commit"] == head
+    with pytest.raises(Exception, match="was discarded"):
+        runner.ask("worktree.merge", task=task_id)
+    assert "+written by" in runner.ask("worktree.diff", task=task_id)["diff"]
+
+
+def test_discard_keeps_a_failed_runs_uncommitted_work(
+    runner: Runner, demo: str, git_repo: Path
+) -> None:
+    task_id = runner.add_task("Half [fake:write_then_fail]", demo)
+    assert runner.wait_status(task_id)["status"] == "failed"
+    assert runner.ask("worktree.diff", task=task_id)["uncommitted"] != []
+    with pytest.raises(Exception, match="uncommitted changes"):
+        runner.ask("worktree.merge", task=task_id)
+    tree = runner.ask("worktree.discard", task=task_id)["worktree"]
+    assert git_out(git_repo, "show", f"{tree['kept_ref']}:fake.txt") == (
+        "half done by the fake agent"
+    )
+
+
+def test_review_of_a_sandbox_task_is_a_clear_error(runner: Runner) -> None:
+    name = f"plain-{uuid.uuid4().hex[:8]}"
+    runner.add_list(None, name)
+    task_id = done_task(runner, name, "No repo")
+    cli = claudedo(runner, "worktree", "merge", task_id)
+    assert cli.returncode == 1 and "list of task" in cli.stderr and "git dir" in cli.stderr
+
+
+# --- log and board -----------------------------------------------------------------------------
+
+
+def test_log_prints_a_finished_runs_transcript_from_its_file(runner: Runner, demo: str) -> None:
+    task_id = runner.add_task("Flaky [fake:fail_then_succeed]", demo)
+    runner.wait_status(task_id)
+    runs = runner.ask("runs", task=task_id)
+    latest = claudedo(runner, "log", task_id[:8])
+    assert latest.returncode == 0
+    assert latest.stdout.encode() == Path(runs[1]["log_path"]).read_bytes()
+    first = claudedo(runner, "log", task_id, "--run", "1")
+    assert first.stdout.encode() == Path(runs[0]["log_path"]).read_bytes()
+    missing = claudedo(runner, "log", task_id, "--run", "9")
+    assert missing.returncode == 1 and missing.stderr == f"error: task {task_id} has no run 9\n"
+
+
+def test_log_follow_prints_live_lines_until_the_run_ends(runner: Runner, demo: str) -> None:
+    task_id = runner.add_task("Slow [fake:slow]", demo)
+    runner.wait_run(task_id)
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "claudedo_actors", "log", task_id, "--follow"],
+        env=runner.node.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert follow.stdout is not None
+    first = json.loads(follow.stdout.readline())
+    assert first["type"] == "system" and first["subtype"] == "init"
+    runner.ask("task.cancel", tasks=[task_id])
+    rest, _err = follow.communicate(timeout=60)
+    assert follow.returncode == 0
+    last = json.loads(rest.splitlines()[-1])
+    assert last["type"] == "result"
+    run = runner.ask("runs", task=task_id)[0]
+    assert 1 + len(rest.splitlines()) == run["line_count"]
+
+
+def test_watch_shows_running_tasks_with_their_latest_line_and_cost(
+    runner: Runner, demo: str
+) -> None:
+    task_id = runner.add_task("Slow [fake:slow]", demo)
+    runner.wait_run(task_id)
+    board = wait_until(
+        lambda: (
+            (b := runner.ask("board"))
+            and any(r["id"] == task_id and r["last_line"] for r in b["working"])
+            and b
+        ),
+        20,
+        "the board to show the task",
+    )
+    row = next(r for r in board["working"] if r["id"] == task_id)
+    assert row["status"] == "running" and row["run_number"] == 1 and row["slot"] is not None
+    assert row["last_line"] == "system/init" and row["cost_usd"] == 0
+    shown = claudedo(runner, "watch", "--once")
+    assert shown.returncode == 0 and task_id[:8] in shown.stdout
+    runner.ask("task.cancel", tasks=[task_id])
+    runner.wait_status(task_id)
+
+
+def test_log_of_a_task_without_runs_is_one_line_error(runner: Runner, demo: str) -> None:
+    draft = runner.add_task("Draft", demo, queue=False)
+    cli = claudedo(runner, "log", draft)
+    assert cli.returncode == 1 and cli.stderr == f"error: task {draft} has no run yet\n"
