@@ -23,6 +23,7 @@ from claudedo_actors.messages import (
     ResumeDispatch,
     SlotFree,
     SlotReplaced,
+    TaskQueuedSeen,
 )
 from claudedo_actors.recovery import settle_orphan
 from projections import ListState, Projection, TaskState
@@ -63,6 +64,8 @@ class QueueActor(pykka.ThreadingActor):
             case ProjectionAdvanced(checkpoint=checkpoint):
                 if checkpoint > self._scanned_to:
                     self._scan()
+            case TaskQueuedSeen(task_id=task_id):
+                self._take_now(task_id)
             case SlotFree(number=number):
                 self._slot_free(number)
             case SlotReplaced(number=number, ref=ref):
@@ -122,6 +125,16 @@ class QueueActor(pykka.ThreadingActor):
                     continue
                 candidates.append((task, q.task_last_seq(p, task), p.list_state(task.list_id)))
         return p.checkpoint, held, candidates
+
+    def _take_now(self, task_id: str) -> None:
+        """A task was just queued: with a free slot, claim it from its own events in the log,
+        without waiting for the projection (the dispatch latency is this path)."""
+        if self._paused or not self._free or task_id in self._running:
+            return
+        task, last_seq = self._facade.load_task(task_id)
+        if task is None or task.status != "queued":
+            return
+        self._claim(task, last_seq, self._facade.load_list(task.list_id))
 
     def _settle(self, task_id: str) -> None:
         try:

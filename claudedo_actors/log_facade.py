@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from nats.js import api as js_api
 
 import events as ev
 from claudedo_actors.bridge import NatsBridge
-from projections import TaskState, fold_task
+from projections import ListState, TaskState, fold_list, fold_task
+
+T = TypeVar("T")
 
 log = logging.getLogger("claudedo.facade")
 
@@ -39,16 +44,41 @@ class LogFacade:
 
     def load_task(self, task_id: str) -> tuple[TaskState | None, int]:
         """The task folded from its own events in the log, and its last sequence."""
+        return self._load("task", task_id, fold_task)
+
+    def load_list(self, list_id: str) -> ListState | None:
+        return self._load("list", list_id, fold_list)[0]
+
+    def _load(
+        self, aggregate: str, aggregate_id: str, fold: Callable[[Any, Any, int], T]
+    ) -> tuple[T | None, int]:
         raws = self._bridge.call(
-            self._log.read_aggregate(ev.aggregate_filter("task", task_id)), timeout_s=60
+            self._log.read_aggregate(ev.aggregate_filter(aggregate, aggregate_id)), timeout_s=60
         )
-        state: TaskState | None = None
+        state: T | None = None
         for raw in raws:
             try:
-                state = fold_task(state, ev.decode(raw.data), raw.seq)
+                state = fold(state, ev.decode(raw.data), raw.seq)
             except (ev.DecodeError, ValueError):
                 continue  # skipped like the projector skips it
         return state, raws[-1].seq if raws else 0
+
+    def watch(self, subject_filter: str, on_event: Callable[[str, int], None]) -> None:
+        """Tell `on_event(subject, stream sequence)` of each new event on the filter's subjects."""
+
+        async def start() -> None:
+            js = self._nc.jetstream()
+
+            async def deliver(msg: Any) -> None:
+                on_event(msg.subject, msg.metadata.sequence.stream)
+
+            config = js_api.ConsumerConfig(deliver_policy=js_api.DeliverPolicy.NEW)
+            await js.subscribe(
+                subject_filter, stream=self._log.stream, cb=deliver, ordered_consumer=True,
+                config=config,
+            )  # fmt: skip
+
+        self._bridge.call(start(), timeout_s=30)
 
     def last_seq(self) -> int:
         return self._bridge.call(self._log.last_seq(), timeout_s=30)

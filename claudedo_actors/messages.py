@@ -34,6 +34,13 @@ class ProjectionAdvanced(msgspec.Struct, frozen=True):
     checkpoint: int
 
 
+class TaskQueuedSeen(msgspec.Struct, frozen=True):
+    """A TaskQueued event was appended (seen live, before the projection has it)."""
+
+    task_id: str
+    seq: int
+
+
 class SlotFree(msgspec.Struct, frozen=True):
     number: int
 

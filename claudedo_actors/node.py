@@ -16,12 +16,19 @@ from urllib.parse import urlparse
 
 import pykka
 
+import events as ev
 from claudedo_actors.api import Api
 from claudedo_actors.bridge import NatsBridge
 from claudedo_actors.dispatch import QueueActor
 from claudedo_actors.home import Home, NodeAddress
 from claudedo_actors.log_facade import LogFacade
-from claudedo_actors.messages import ProjectionAdvanced, ResumeDispatch, SlotFree, SlotReplaced
+from claudedo_actors.messages import (
+    ProjectionAdvanced,
+    ResumeDispatch,
+    SlotFree,
+    SlotReplaced,
+    TaskQueuedSeen,
+)
 from claudedo_actors.natsserver import EmbeddedNats
 from claudedo_actors.projector_actor import ProjectionFeed, ProjectorActor
 from claudedo_actors.slot import RunnerContext, SlotActor
@@ -218,7 +225,15 @@ class Node:
         ).get()
         bridge.call(self._feed.wait_for(facade.last_seq(), timeout_s=600))
         self._feed.listeners.append(self._projection_advanced)
+        if self.slots:
+            facade.watch(ev.event_subject("task", "*", "TaskQueued"), self._task_queued)
         self._queue.tell(ResumeDispatch())
+
+    def _task_queued(self, subject: str, seq: int) -> None:
+        parsed = ev.parse_event_subject(subject)
+        if parsed is not None and self._queue is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                self._queue.tell(TaskQueuedSeen(parsed[1], seq))
 
     def _projection_advanced(self, checkpoint: int) -> None:
         with contextlib.suppress(pykka.ActorDeadError):

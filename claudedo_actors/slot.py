@@ -206,6 +206,7 @@ class SlotActor(pykka.ThreadingActor):
             path = self.ctx.home.worktrees_dir / task.id
             made = wt.create_worktree(lst.dir, path, task.id)
             job.workdir, job.kind = made.path, "worktree"
+            job.head_before_run = made.base_commit
             return [
                 ev.WorktreeCreated(
                     path=made.path,
@@ -268,7 +269,8 @@ class SlotActor(pykka.ThreadingActor):
             return
         job.run_number = max(job.run_number, task.run_count) + 1
         path = log_path(self.ctx.home.logs_dir, task.id, job.run_number)
-        job.head_before_run = wt.head_of(job.workdir) if job.kind == "worktree" else None
+        if job.kind == "worktree" and job.head_before_run is None:
+            job.head_before_run = wt.head_of(job.workdir)
         job.writer.append(
             ev.RunStarted(
                 run_number=job.run_number,
@@ -305,16 +307,15 @@ class SlotActor(pykka.ThreadingActor):
 
     def _after_run(self, job: _Job, outcome: RunOutcome) -> None:
         job.writer.append(self._finished(job, outcome))
+        since, job.head_before_run = job.head_before_run, None  # the next run reads it anew
         if job.cancelled or outcome.cause == "cancelled":
             self._terminal(job, ev.TaskCancelled())
             return
         if outcome.success:
             done: list[ev.Event] = []
-            if job.kind == "worktree" and job.head_before_run is not None:
+            if job.kind == "worktree" and since is not None:
                 try:
-                    stats = wt.commit_changes(
-                        job.workdir, job.head_before_run, _commit_message(job.task)
-                    )
+                    stats = wt.commit_changes(job.workdir, since, _commit_message(job.task))
                 except ClaudeDoError as exc:
                     self._terminal(
                         job, ev.TaskFailed(error=f"Commit failed: {exc}", cause="commit_failed")

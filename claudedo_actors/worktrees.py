@@ -75,8 +75,12 @@ class NewWorktree:
 
 def create_worktree(repo: str, path: Path, task_id: str) -> NewWorktree:
     """A worktree at `path` on the task's branch, made from the repository's current HEAD."""
-    base_commit = git(repo, "rev-parse", "--verify", "HEAD^{commit}").strip()
-    base_branch = git(repo, "symbolic-ref", "--quiet", "--short", "HEAD", check=False).strip()
+    # One call for both: the commit, then the branch name ("HEAD" when detached).
+    base_commit, base_branch = git(
+        repo, "rev-parse", "HEAD^{commit}", "--abbrev-ref", "HEAD"
+    ).split()
+    if base_branch == "HEAD":
+        base_branch = ""
     branch = branch_for(task_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     git(repo, "worktree", "add", "--quiet", "-b", branch, str(path), base_commit)

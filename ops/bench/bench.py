@@ -1,8 +1,9 @@
-"""ClaudeDo benchmarks: event log, projector, CLI round trip, filtered query.
+"""ClaudeDo benchmarks: event log, projector, CLI round trip, filtered query, running tasks.
 
 Run from the repository root with the project's virtualenv:
-    .venv/bin/python ops/bench/bench.py all            # everything (several minutes)
+    .venv/bin/python ops/bench/bench.py all            # everything (tens of minutes)
     .venv/bin/python ops/bench/bench.py log|projector|cli|query [--events N ...]
+    .venv/bin/python ops/bench/bench.py dispatch|tasks|rss   # running tasks (runner_bench.py)
 Every figure is printed next to its raw baseline measured in the same run, on the same server.
 """
 
@@ -29,6 +30,9 @@ from claudedo_actors.natsserver import EmbeddedNats
 from events.log import STREAM, EventLog
 from events.replay import replay
 from projections.rebuild import rebuild_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import runner_bench  # noqa: E402 - a sibling script, not a package
 
 ORIGIN = ev.Origin(node_id="bench", correlation_id="bench", actor="user:bench")
 RESULTS: dict[str, Any] = {}
@@ -396,7 +400,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["all", "log", "projector", "cli", "query"])
+    parser.add_argument(
+        "what", choices=["all", "log", "projector", "cli", "query", "dispatch", "tasks", "rss"]
+    )
+    parser.add_argument("--dispatch-tasks", type=int, default=100)
+    parser.add_argument("--tasks", type=int, default=500)
+    parser.add_argument("--slots", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--rss-tasks", type=int, nargs=2, default=[100, 10_000])
     parser.add_argument("--log-events", type=int, default=20_000)
     parser.add_argument("--projector-events", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--cli-rounds", type=int, default=30)
@@ -413,6 +423,12 @@ def main() -> int:
         bench_cli(args.cli_rounds)
     if args.what in ("all", "query"):
         bench_query(args.query_tasks, 50)
+    if args.what in ("all", "dispatch"):
+        runner_bench.bench_dispatch(report, args.dispatch_tasks)
+    if args.what in ("all", "tasks"):
+        runner_bench.bench_throughput(report, args.tasks, args.slots)
+    if args.what in ("all", "rss"):
+        runner_bench.bench_rss(report, *args.rss_tasks)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(RESULTS, indent=2))
     return 0

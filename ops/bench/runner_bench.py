@@ -1,0 +1,264 @@
+"""Benchmarks of running tasks: dispatch latency, throughput against the bare work, node RSS.
+
+Each figure comes with its baseline from the same run: the bare work the same tasks need (git
+worktree add, the fake agent, git status) at the same parallelism, and the spawn and worktree
+costs on their own. Nodes are real (`claudedo up` in a child process), agents are real
+processes: the fake agent of the tests, or for the RSS run a shell script that prints a
+recorded transcript (the cheapest agent possible, so that 10k tasks take minutes, not hours).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+FAKE = ROOT / "tests" / "fake_claude" / "claude"
+HELLO = ROOT / "tests" / "fixtures" / "claude-code-2.1.197" / "hello.ndjson"
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "b",
+    "GIT_AUTHOR_EMAIL": "b@x.invalid",
+    "GIT_COMMITTER_NAME": "b",
+    "GIT_COMMITTER_EMAIL": "b@x.invalid",
+}
+AGENT_ARGS = ["-p", "--output-format", "stream-json", "--verbose", "--model", "claude-sonnet-4-6"]
+
+Report = Callable[..., None]
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def _repo(base: Path) -> Path:
+    repo = base / "repo"
+    repo.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
+    (repo / "README.md").write_text("bench\n")
+    subprocess.run(["git", "add", "."], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "init"], cwd=repo, check=True, env=GIT_ENV)
+    return repo
+
+
+def _instant_agent(base: Path) -> Path:
+    script = base / "instant-claude"
+    script.write_text(f"#!/bin/sh\ncat {HELLO}\n")
+    script.chmod(0o755)
+    return script
+
+
+@contextmanager
+def _node(base: Path, slots: int, agent: Path) -> Iterator[tuple[Any, psutil.Process]]:
+    from claudedo_actors.client import NodeClient
+
+    home = base / f"home-{slots}"
+    env = {
+        **os.environ,
+        "CLAUDEDO_HOME": str(home),
+        "CLAUDEDO_LOG_LEVEL": "WARNING",
+        "FAKE_CLAUDE_HOME": str(base / "fake-claude-home"),
+    }
+    cmd = [sys.executable, "-m", "claudedo_actors", "up", "--slots", str(slots)]
+    node = subprocess.Popen([*cmd, "--claude-bin", str(agent)], env=env)
+    try:
+        while not (home / "node.json").exists():
+            if node.poll() is not None:
+                raise RuntimeError("the node did not start")
+            time.sleep(0.01)  # waiting for a child process to get ready
+        yield NodeClient(home), psutil.Process(node.pid)
+    finally:
+        node.terminate()
+        node.wait()
+
+
+def _wait_done(client: Any, list_id: str, n: int, timeout_s: float = 3600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = client.request("sql", {"query": _count_sql(list_id)})["rows"]
+        if rows[0][0] >= n:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{rows[0][0]} of {n} tasks ended")
+        time.sleep(0.05)  # polling the node for progress
+
+
+def _count_sql(list_id: str) -> str:
+    return (
+        "SELECT count(*) FROM tasks WHERE status IN ('done', 'failed', 'cancelled') "
+        f"AND list_id = '{list_id}'"
+    )
+
+
+def _ms(a: str, b: str) -> float:
+    return (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds() * 1000
+
+
+# --- dispatch latency --------------------------------------------------------------------------
+
+
+def bench_dispatch(report: Report, n: int) -> None:
+    base = Path(tempfile.mkdtemp(prefix="bench-dispatch-"))
+    repo = _repo(base)
+    stages: dict[str, list[float]] = {
+        "queued->claimed": [],
+        "queued->run started": [],
+        "queued->process spawned": [],
+    }
+    worktree_ms: list[float] = []
+    with _node(base, 2, FAKE) as (client, _proc):
+        list_id = client.request("list.add", {"name": "bench", "dir": str(repo)})["id"]
+        for i in range(n):
+            task = client.request("task.add", {"list": list_id, "title": f"t{i}"})
+            client.request("task.queue", {"tasks": [task["id"]]})
+            _wait_done(client, list_id, i + 1)
+            at = {
+                e["type"]: e["occurred_at"] for e in client.request("audit", {"task": task["id"]})
+            }
+            stages["queued->claimed"].append(_ms(at["TaskQueued"], at["TaskClaimed"]))
+            stages["queued->run started"].append(_ms(at["TaskQueued"], at["RunStarted"]))
+            stages["queued->process spawned"].append(_ms(at["TaskQueued"], at["RunProcessSpawned"]))
+            worktree_ms.append(_ms(at["TaskClaimed"], at["TaskStarted"]))
+    bare_worktree, bare_spawn = _bare_costs(base, repo, n)
+    for name, values in stages.items():
+        report(f"dispatch {name}", p50_ms=statistics.median(values), p99_ms=_pct(values, 99), n=n)
+    report(
+        "dispatch claim->started (worktree made in the slot)",
+        p50_ms=statistics.median(worktree_ms),
+        p99_ms=_pct(worktree_ms, 99),
+    )
+    report(
+        "baseline git worktree add",
+        p50_ms=statistics.median(bare_worktree),
+        p99_ms=_pct(bare_worktree, 99),
+    )
+    report("baseline spawn of the fake agent (Popen)", p50_ms=statistics.median(bare_spawn))
+    beyond = [
+        s - w - statistics.median(bare_spawn)
+        for s, w in zip(stages["queued->process spawned"], bare_worktree, strict=False)
+    ]
+    report(
+        "dispatch beyond worktree and spawn",
+        p50_ms=statistics.median(beyond),
+        p99_ms=_pct(beyond, 99),
+    )
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _bare_costs(base: Path, repo: Path, n: int) -> tuple[list[float], list[float]]:
+    worktree, spawn = [], []
+    for i in range(n):
+        path = base / "bare" / f"w{i}"
+        t = time.perf_counter()
+        subprocess.run(
+            ["git", "worktree", "add", "-q", "-b", f"bare{i}", str(path), "HEAD"],
+            cwd=repo, check=True, capture_output=True,
+        )  # fmt: skip
+        worktree.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        proc = subprocess.Popen(
+            [str(FAKE), *AGENT_ARGS], cwd=path, stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, "FAKE_CLAUDE_HOME": str(base / "fake-claude-home")},
+        )  # fmt: skip
+        spawn.append((time.perf_counter() - t) * 1000)
+        proc.communicate(b"hello")
+    return worktree, spawn
+
+
+# --- throughput ----------------------------------------------------------------------------------
+
+
+def bench_throughput(report: Report, n: int, slot_counts: list[int]) -> None:
+    for slots in slot_counts:
+        base = Path(tempfile.mkdtemp(prefix=f"bench-tasks-{slots}-"))
+        repo = _repo(base)
+        with _node(base, slots, FAKE) as (client, _proc):
+            list_id = client.request("list.add", {"name": "bench", "dir": str(repo)})["id"]
+            ids = [
+                client.request("task.add", {"list": list_id, "title": f"t{i}"})["id"]
+                for i in range(n)
+            ]
+            t = time.perf_counter()
+            for start in range(0, n, 50):
+                client.request("task.queue", {"tasks": ids[start : start + 50]})
+            _wait_done(client, list_id, n)
+            wall = time.perf_counter() - t
+        bare = _bare_work(base, _repo(base / "bare-repo"), n, slots)
+        report(
+            f"{n} instant tasks, {slots} slots",
+            claudedo_s=wall,
+            bare_work_s=bare,
+            ratio=wall / bare,
+            tasks_per_s=n / wall,
+        )
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _bare_work(base: Path, repo: Path, n: int, parallel: int) -> float:
+    """What the same tasks need without ClaudeDo: worktree, the agent, git status."""
+
+    def one(i: int) -> None:
+        path = base / "bare" / f"w{i}"
+        subprocess.run(
+            ["git", "worktree", "add", "-q", "-b", f"bare{i}", str(path), "HEAD"],
+            cwd=repo, check=True, capture_output=True,
+        )  # fmt: skip
+        subprocess.run(
+            [str(FAKE), *AGENT_ARGS], cwd=path, input=b"hello", capture_output=True, check=True,
+            env={**os.environ, "FAKE_CLAUDE_HOME": str(base / "fake-claude-home")},
+        )  # fmt: skip
+        subprocess.run(["git", "status", "--porcelain"], cwd=path, check=True, capture_output=True)
+
+    t = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(one, range(n)))
+    return time.perf_counter() - t
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+
+def bench_rss(report: Report, small: int, large: int) -> None:
+    base = Path(tempfile.mkdtemp(prefix="bench-rss-"))
+    agent = _instant_agent(base)
+    with _node(base, 4, agent) as (client, proc):
+        list_id = client.request("list.add", {"name": "bench"})["id"]  # a sandbox list
+        done = 0
+        samples = {}
+        t = time.perf_counter()
+        for target in (small, large):
+            while done < target:
+                batch = min(200, target - done)
+                for i in range(batch):
+                    client.request("task.add", {"list": list_id, "title": f"t{done + i}"})
+                ids = [
+                    r["id"] for r in client.request("tasks", {"list": list_id, "status": "draft"})
+                ]
+                for start in range(0, len(ids), 100):
+                    client.request("task.queue", {"tasks": ids[start : start + 100]})
+                done += batch
+                _wait_done(client, list_id, done)
+            samples[target] = proc.memory_info().rss / 2**20
+        elapsed = time.perf_counter() - t
+    report(
+        "node RSS after finished tasks",
+        **{f"after_{k}_MiB": v for k, v in samples.items()},
+        growth_MiB=samples[large] - samples[small],
+        tasks_per_s=large / elapsed,
+    )
+    shutil.rmtree(base, ignore_errors=True)
