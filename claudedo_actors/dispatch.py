@@ -145,7 +145,9 @@ class QueueActor(pykka.ThreadingActor):
     def _claim(self, task: TaskState, last_seq: int, lst: ListState | None) -> None:
         slot = self._free[0]
         correlation_id = ev.new_event_id()
-        origin = ev.Origin(node_id=self.node_id, correlation_id=correlation_id, actor="node")
+        origin = ev.Origin(
+            node_id=self.node_id, correlation_id=correlation_id, actor=f"node:{self.node_id}"
+        )
         claimed = ev.envelop(ev.TaskClaimed(node_id=self.node_id, slot=slot), task.id, origin)
         try:
             seq = self._facade.append([claimed], last_seq)[-1]

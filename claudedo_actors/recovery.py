@@ -39,7 +39,7 @@ def settle_orphan(facade: LogFacade, task_id: str, node_id: str) -> str | None:
             )
     outcome, terminal = _decide(state)
     events.append(terminal)
-    origin = ev.Origin(node_id=node_id, correlation_id=ev.new_event_id(), actor="node")
+    origin = ev.Origin(node_id=node_id, correlation_id=ev.new_event_id(), actor=f"node:{node_id}")
     envs = [ev.envelop(e, task_id, origin) for e in events]
     try:
         facade.append(envs, last)

@@ -50,7 +50,9 @@ class TaskWriter:
         self.expected_seq = expected_seq
         self.cancel_seen = False
         self._facade = facade
-        self._origin = ev.Origin(node_id=node_id, correlation_id=correlation_id, actor="node")
+        self._origin = ev.Origin(
+            node_id=node_id, correlation_id=correlation_id, actor=f"node:{node_id}"
+        )
         self._on_cancel = on_cancel
         self._lock = threading.Lock()
 

@@ -32,7 +32,7 @@ from events.replay import replay
 from projections.rebuild import rebuild_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import runner_bench  # noqa: E402 - a sibling script, not a package
+import runner_bench
 
 ORIGIN = ev.Origin(node_id="bench", correlation_id="bench", actor="user:bench")
 RESULTS: dict[str, Any] = {}
