@@ -35,11 +35,13 @@ class NatsBridge:
     def start(self, url: str, name: str, timeout_s: float = 15.0) -> None:
         """Connect (giving up after `timeout_s`); once connected, reconnect forever."""
         self._thread.start()
-        # The deadline is kept here, not by asyncio.wait_for: nats-py's connect can swallow
-        # the cancellation wait_for relies on, which left a start waiting forever.
-        future = asyncio.run_coroutine_threadsafe(self._connect(url, name), self.loop)
+        future = asyncio.run_coroutine_threadsafe(
+            asyncio.wait_for(self._connect(url, name), timeout_s), self.loop
+        )
         try:
-            future.result(timeout_s)
+            # A second deadline here: should the connect swallow wait_for's cancellation,
+            # the start still ends.
+            future.result(timeout_s + 5)
         except TimeoutError:
             future.cancel()
             raise TimeoutError(f"no server answered within {timeout_s:.0f}s") from None

@@ -51,6 +51,8 @@ class QueueActor(pykka.ThreadingActor):
         self._slots = list(slots)
         self._free = list(range(len(slots)))  # slot numbers, lowest first
         self._running: dict[str, int] = {}  # task id -> slot number
+        # Seen queued (live) while no slot was free: taken first when one frees.
+        self._waiting: dict[str, None] = {}
         self._scanned_to = -1
         self._paused = True
 
@@ -60,6 +62,7 @@ class QueueActor(pykka.ThreadingActor):
         match message:
             case ResumeDispatch():
                 self._paused = False
+                self._take_waiting()
                 self._scan()
             case ProjectionAdvanced(checkpoint=checkpoint):
                 if checkpoint > self._scanned_to:
@@ -85,6 +88,7 @@ class QueueActor(pykka.ThreadingActor):
         if number not in self._free:
             self._free.append(number)
             self._free.sort()
+        self._take_waiting()
         self._scan()
 
     def busy_slots(self) -> dict[int, str]:
@@ -128,13 +132,28 @@ class QueueActor(pykka.ThreadingActor):
 
     def _take_now(self, task_id: str) -> None:
         """A task was just queued: with a free slot, claim it from its own events in the log,
-        without waiting for the projection (the dispatch latency is this path)."""
-        if self._paused or not self._free or task_id in self._running:
+        without waiting for the projection (the dispatch latency is this path). Without one,
+        it waits in memory for the next free slot."""
+        if task_id in self._running:
             return
+        if self._paused or not self._free:
+            self._waiting[task_id] = None
+            return
+        self._take(task_id)
+
+    def _take(self, task_id: str) -> bool:
         task, last_seq = self._facade.load_task(task_id)
         if task is None or task.status != "queued":
-            return
-        self._claim(task, last_seq, self._facade.load_list(task.list_id))
+            return False
+        return self._claim(task, last_seq, self._facade.load_list(task.list_id))
+
+    def _take_waiting(self) -> None:
+        """Tasks seen queued while every slot was busy, first queued first, from the log."""
+        while self._free and self._waiting and not self._paused:
+            task_id = next(iter(self._waiting))
+            del self._waiting[task_id]
+            if task_id not in self._running:
+                self._take(task_id)
 
     def _settle(self, task_id: str) -> None:
         try:
@@ -142,7 +161,7 @@ class QueueActor(pykka.ThreadingActor):
         except Exception:
             log.exception("could not settle task %s; will try again", task_id[:8])
 
-    def _claim(self, task: TaskState, last_seq: int, lst: ListState | None) -> None:
+    def _claim(self, task: TaskState, last_seq: int, lst: ListState | None) -> bool:
         slot = self._free[0]
         correlation_id = ev.new_event_id()
         origin = ev.Origin(
@@ -152,12 +171,12 @@ class QueueActor(pykka.ThreadingActor):
         try:
             seq = self._facade.append([claimed], last_seq)[-1]
         except ev.ConcurrencyError:
-            return  # someone else changed it first; the projection will tell us more
+            return False  # someone else changed it first; the projection will tell us more
         except Exception as exc:
             # Unknown whether it was stored: if it was, the next scan finds the task held by
             # this node without a slot and settles it.
             log.warning("claim of task %s failed: %s", task.id[:8], exc)
-            return
+            return False
         self._free.pop(0)
         self._running[task.id] = slot
         claim = Claim(task=task, list=lst, claim_seq=seq, correlation_id=correlation_id)
@@ -166,3 +185,4 @@ class QueueActor(pykka.ThreadingActor):
         except pykka.ActorDeadError:
             # The slot died between being free and now: the claim is settled as an orphan.
             del self._running[task.id]
+        return True

@@ -104,13 +104,14 @@ def commit_changes(path: str, since: str, message: str) -> CommitStats | None:
 
     Returns None when nothing changed (no commit by the agent, nothing to commit).
     """
-    git(path, "add", "--all")
-    staged = subprocess.run(
-        ["git", "diff", "--cached", "--quiet"], cwd=path, check=False, capture_output=True
-    )
-    if staged.returncode != 0:
+    # One call tells both where HEAD is and whether anything changed (the common "nothing").
+    status = git(path, "status", "--porcelain=v2", "--branch", "--untracked-files=all")
+    lines = status.splitlines()
+    head = next((ln.split()[2] for ln in lines if ln.startswith("# branch.oid ")), since)
+    if any(not ln.startswith("#") for ln in lines):
+        git(path, "add", "--all")
         git(path, "commit", "--quiet", "--no-verify", "-m", message)
-    head = head_of(path)
+        head = head_of(path)
     if head == since:
         return None
     return CommitStats(head, *diff_stats(path, since, head))

@@ -285,6 +285,12 @@ class EventReader:
             batch.append(await asyncio.wait_for(self._queue.get(), timeout_s))
         except TimeoutError:
             return batch
+        batch.extend(self.take_ready(max_n - 1))
+        return batch
+
+    def take_ready(self, max_n: int) -> list[RawEvent]:
+        """What is queued now, up to `max_n` events, without waiting."""
+        batch: list[RawEvent] = []
         while len(batch) < max_n:
             try:
                 batch.append(self._queue.get_nowait())
