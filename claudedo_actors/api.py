@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -152,15 +153,38 @@ class Api:
         ids = await self.feed.run_in_projection(
             lambda p: [q.resolve_task(p, ref).id for ref in req.tasks]
         )
-        results = []
-        for task_id in dict.fromkeys(ids):
-            one: rq.TaskIds = msgspec.structs.replace(req, tasks=[task_id])
+        # Each task is its own aggregate: decide all on one projection state, append each
+        # guarded, and wait for the projection once. A task that moved meanwhile goes through
+        # the retrying single command instead.
+        origin = ev.Origin(
+            node_id=self.node_id,
+            correlation_id=req.request_id or ev.new_event_id(),
+            actor=req.actor,
+        )
+        unique = list(dict.fromkeys(ids))
 
-            def decide_one(d: Decider, one: rq.TaskIds = one) -> Plan:
-                return decide(d, one)
+        def one(task_id: str) -> rq.TaskIds:
+            return msgspec.structs.replace(req, tasks=[task_id])
 
-            results.append(await self.command(one, decide_one))
-        return results
+        plans = await self.feed.run_in_projection(
+            lambda p: [decide(Decider(p, origin), one(t)) for t in unique]
+        )
+        last = 0
+        retry: list[str] = []
+        for task_id, plan in zip(unique, plans, strict=True):
+            try:
+                for append in plan.appends:
+                    seqs = await self.log.append(
+                        append.envelopes, append.expected_seq, append.guard
+                    )
+                    last = max(last, seqs[-1])
+            except ev.ConcurrencyError:
+                retry.append(task_id)
+        for task_id in retry:
+            single = one(task_id)
+            await self.command(single, functools.partial(_decide_for, decide, single))
+        await self.feed.wait_for(last)
+        return await self.feed.run_in_projection(lambda p: [q.task_detail(p, t) for t in unique])
 
     async def rebuild(self) -> dict[str, Any]:
         """Replay the log into a fresh file, swap it in, and catch up."""
@@ -178,6 +202,12 @@ class Api:
             checkpoint = await self._swap(self._rebuild_path)
             await self.catch_up()
             return {"rebuilt_to_seq": target, "checkpoint_seq": checkpoint, "seconds": elapsed}
+
+
+def _decide_for(
+    decide: Callable[[Decider, rq.TaskIds], Plan], req: rq.TaskIds, decider: Decider
+) -> Plan:
+    return decide(decider, req)
 
 
 def _one_line(text: str) -> str:
