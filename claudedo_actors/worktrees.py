@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,16 @@ IDENTITY = {
 # Settings that would make a commit depend on the user's configuration.
 _NEUTRAL = ("-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null")
 KEPT_REF_PREFIX = "refs/claudedo/"
+
+# git refuses concurrent `worktree add` on one repository (it locks shared files and fails
+# rather than waits): the slots of a node take turns per repository.
+_REPO_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def repo_lock(repo: str) -> threading.Lock:
+    with _LOCKS_LOCK:
+        return _REPO_LOCKS.setdefault(str(Path(repo).resolve()), threading.Lock())
 
 
 class GitError(ClaudeDoError):
@@ -83,7 +95,17 @@ def create_worktree(repo: str, path: Path, task_id: str) -> NewWorktree:
         base_branch = ""
     branch = branch_for(task_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    git(repo, "worktree", "add", "--quiet", "-b", branch, str(path), base_commit)
+    for attempt in range(5):
+        try:
+            with repo_lock(repo):
+                git(repo, "worktree", "add", "--quiet", "-b", branch, str(path), base_commit)
+            break
+        except GitError as exc:
+            # Another process (a second node on this machine) held one of git's locks.
+            if "lock" not in str(exc) or attempt == 4:
+                raise
+            git(repo, "worktree", "prune", check=False)
+            time.sleep(0.05 * (attempt + 1))  # backoff before trying git again
     return NewWorktree(str(path), branch, base_branch or None, base_commit)
 
 
@@ -236,9 +258,10 @@ def discard_worktree(
     if head is not None:
         kept = kept_ref_for(task_id)
         git(repo, "update-ref", "-m", "claudedo discard", kept, head)
-    if Path(path).is_dir():
-        git(repo, "worktree", "remove", "--force", path)
-    git(repo, "worktree", "prune")
-    if git(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False).strip():
-        git(repo, "branch", "-D", "--quiet", branch)
+    with repo_lock(repo):
+        if Path(path).is_dir():
+            git(repo, "worktree", "remove", "--force", path)
+        git(repo, "worktree", "prune")
+        if git(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False):
+            git(repo, "branch", "-D", "--quiet", branch)
     return kept, head

@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -212,12 +213,15 @@ def bench_throughput(report: Report, n: int, slot_counts: list[int]) -> None:
 def _bare_work(base: Path, repo: Path, n: int, parallel: int) -> float:
     """What the same tasks need without ClaudeDo: worktree, the agent, git status."""
 
+    lock = threading.Lock()  # git refuses concurrent worktree adds; ClaudeDo takes turns too
+
     def one(i: int) -> None:
         path = base / "bare" / f"w{i}"
-        subprocess.run(
-            ["git", "worktree", "add", "-q", "-b", f"bare{i}", str(path), "HEAD"],
-            cwd=repo, check=True, capture_output=True,
-        )  # fmt: skip
+        with lock:
+            subprocess.run(
+                ["git", "worktree", "add", "-q", "-b", f"bare{i}", str(path), "HEAD"],
+                cwd=repo, check=True, capture_output=True,
+            )  # fmt: skip
         subprocess.run(
             [str(FAKE), *AGENT_ARGS], cwd=path, input=b"hello", capture_output=True, check=True,
             env={**os.environ, "FAKE_CLAUDE_HOME": str(base / "fake-claude-home")},
