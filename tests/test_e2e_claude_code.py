@@ -127,8 +127,15 @@ def test_cancel_while_a_bash_command_runs_leaves_no_process_and_no_late_file(
     task_id = runner.add_task("Wait a while", demo)
 
     def sleeping() -> list[psutil.Process]:
-        procs = [psutil.Process(pid) for pid in processes_marked(task_id)]
-        return [p for p in procs if "sleep" in " ".join(p.cmdline())]
+        found = []
+        for pid in processes_marked(task_id):
+            try:  # processes of the run come and go while we look
+                proc = psutil.Process(pid)
+                if "sleep" in " ".join(proc.cmdline()):
+                    found.append(proc)
+            except psutil.Error:
+                continue
+        return found
 
     sleepers = wait_until(sleeping, 120, "the Bash tool's sleep to run")
     runner.ask("task.cancel", tasks=[task_id])
