@@ -91,10 +91,6 @@ class QueueActor(pykka.ThreadingActor):
         self._take_waiting()
         self._scan()
 
-    def busy_slots(self) -> dict[int, str]:
-        """Slot number -> task id of the slots at work (asked by the board)."""
-        return {slot: task_id for task_id, slot in self._running.items()}
-
     # --- internals -----------------------------------------------------------------------
 
     def _scan(self) -> None:

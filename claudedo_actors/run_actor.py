@@ -186,6 +186,7 @@ class RunActor(pykka.ThreadingActor):
         self._ended = True
         code = self._proc.stop(_INTERRUPT_GRACE_S) if self._proc is not None else None
         outcome = self._outcome(code)
+        self._close()  # the log file, and the end marker live readers wait for
         self.actor_ref.stop(block=False)
         return outcome
 
@@ -211,12 +212,15 @@ class RunActor(pykka.ThreadingActor):
 
     def _end(self, outcome: RunOutcome) -> None:
         self._ended = True
+        self._close()
+        self._on_end(self.spec.run_number, outcome)
+        self.actor_ref.stop(block=False)
+
+    def _close(self) -> None:
         if self._output is not None:
             self._output.close()
         if self._timer is not None:
             self._timer.cancel()
-        self._on_end(self.spec.run_number, outcome)
-        self.actor_ref.stop(block=False)
 
     def _kill(self) -> None:
         if self._proc is not None:

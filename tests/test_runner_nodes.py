@@ -10,6 +10,7 @@ import nats
 import psutil
 import pytest
 
+from claudedo_actors.follow import follow_output
 from claudedo_actors.run_output import END_HEADER, LINE_HEADER, PART_HEADER
 from events.log import OUTPUT_STREAM
 from tests.runner_support import Runner, processes_marked
@@ -119,6 +120,11 @@ def test_a_node_stopped_mid_run_gives_the_task_back_and_finishes_it_later(
     assert task["status"] == "done"
     run1, run2 = runner.ask("runs", task=task_id)
     assert run1["cause"] == "worker_lost" and run2["is_retry"]
+    # The interrupted run's live output was closed too: a follower is not left waiting.
+    url = runner.ask("info")["nats_url"]
+    lines: list[bytes] = []
+    assert asyncio.run(follow_output(url, task_id, 1, lines.append, idle_timeout_s=10))
+    assert len(lines) == run1["line_count"] > 0
     runner.stop()
 
 
