@@ -27,14 +27,33 @@ _STDERR_TAIL_BYTES = 16_384
 
 def processes_of_run(run_id: str) -> list[psutil.Process]:
     """Every live process whose environment carries this run's mark."""
+    mark = f"{RUN_MARK}={run_id}".encode()
     found = []
-    for proc in psutil.process_iter(["pid"]):
+    for proc in psutil.process_iter():
         try:
-            if proc.environ().get(RUN_MARK) == run_id and proc.status() != psutil.STATUS_ZOMBIE:
+            if _carries(proc, mark) and proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
     return found
+
+
+def _carries(proc: psutil.Process, mark: bytes) -> bool:
+    """Whether `NAME=value` is one of the process's environment entries.
+
+    On Linux the raw environment block is searched (a run ends with a sweep over every
+    process: parsing each one's environment into a dict cost more than the rest of the run's
+    bookkeeping); elsewhere psutil parses it.
+    """
+    try:
+        with open(f"/proc/{proc.pid}/environ", "rb") as f:
+            block = f.read()
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            raise psutil.NoSuchProcess(proc.pid) from None
+        name, _, value = mark.decode().partition("=")
+        return bool(proc.environ().get(name) == value)
+    return block.startswith(mark + b"\0") or b"\0" + mark + b"\0" in block
 
 
 def kill_run(run_id: str) -> int:

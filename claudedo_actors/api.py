@@ -105,12 +105,14 @@ class Api:
 
     # --- plumbing -------------------------------------------------------------------------
 
-    async def catch_up(self) -> None:
+    async def catch_up(self, hurry: bool = True) -> None:
         """Wait until the projection holds everything the log held when we asked."""
-        await self.feed.wait_for(await self.log.last_seq())
+        await self.feed.wait_for(await self.log.last_seq(), hurry=hurry)
 
     async def query(self, fn: Callable[[Projection], Any]) -> Any:
-        await self.catch_up()
+        # A query sees everything logged before it asked, but does not make the projector
+        # apply a batch for it (a board polled under load would undo the batching).
+        await self.catch_up(hurry=False)
         return await self.feed.run_in_projection(fn)
 
     async def command(self, req: rq.Request, decide: Callable[[Decider], Plan]) -> Any:
@@ -184,7 +186,7 @@ class Api:
             single = one(task_id)
             await self.command(single, functools.partial(_decide_for, decide, single))
         await self.feed.wait_for(last)
-        return await self.feed.run_in_projection(lambda p: [q.task_detail(p, t) for t in unique])
+        return await self.feed.run_in_projection(lambda p: q.task_details(p, unique))
 
     async def rebuild(self) -> dict[str, Any]:
         """Replay the log into a fresh file, swap it in, and catch up."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -21,11 +22,13 @@ T = TypeVar("T")
 _BATCH = 5_000
 # Behind by more than this, the feed first catches up with the bulk replay reader.
 _CATCH_UP_LAG = 2_000
-# A batch costs about the same for one event as for ten (one transaction of a dozen
-# statements). Under load, the feed lets events gather for twice as long as the last batch
-# took (at most _MAX_LINGER_S) before applying the next, so the projector stays below about a
-# third of a core however fast tasks run; an event after a quiet moment is applied at once.
-_MAX_LINGER_S = 0.1
+# A batch costs about the same for one event as for ten (one DuckDB transaction of several
+# statements, each about a millisecond of CPU). Under load, the feed lets events gather for
+# up to _LINGER_S after the last batch before applying the next, so the projector costs a
+# bounded share of a core however fast tasks run. Nobody waits for that: an event after a
+# quiet moment is applied at once, and so is the log as soon as a command or query waits for
+# the projection (read-your-writes stays immediate).
+_LINGER_S = 0.25
 _MIN_BACKOFF_S = 0.1
 _MAX_BACKOFF_S = 5.0
 
@@ -110,6 +113,9 @@ class ProjectionFeed:
         # Told each new checkpoint, on the loop: must not block (actors get a message).
         self.listeners: list[Callable[[int], None]] = []
         self._changed = asyncio.Condition()
+        # Set while a command waits for a sequence the projection does not hold yet.
+        self._wanted = asyncio.Event()
+        self._hurrying = 0
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -147,7 +153,7 @@ class ProjectionFeed:
     async def _run(self) -> None:
         backoff_s = _MIN_BACKOFF_S
         loop = asyncio.get_running_loop()
-        applied_at = apply_s = 0.0
+        applied_at = 0.0
         while True:
             try:
                 await self._catch_up()
@@ -157,11 +163,11 @@ class ProjectionFeed:
             try:
                 while True:
                     batch = await reader.next_batch(_BATCH, timeout_s=None)
-                    linger_s = min(_MAX_LINGER_S, 2 * apply_s) - (loop.time() - applied_at)
-                    if linger_s > 0 and len(batch) < _BATCH:
-                        await asyncio.sleep(linger_s)
+                    linger_s = _LINGER_S - (loop.time() - applied_at)
+                    if linger_s > 0 and len(batch) < _BATCH and not self._wanted.is_set():
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wanted.wait(), linger_s)
                         batch.extend(reader.take_ready(_BATCH - len(batch)))
-                    started = loop.time()
                     try:
                         cp = await _ask(self._projector().apply(batch))
                     except GapError as gap:
@@ -182,7 +188,6 @@ class ProjectionFeed:
                         break
                     backoff_s = _MIN_BACKOFF_S
                     applied_at = loop.time()
-                    apply_s = applied_at - started
                     await self._advance(cp)
             finally:
                 await reader.close()
@@ -197,9 +202,24 @@ class ProjectionFeed:
             except Exception:
                 log.exception("projection listener failed")
 
-    async def wait_for(self, seq: int, timeout_s: float = 30.0) -> None:
-        """Return once the projection holds every event up to `seq`."""
-        async with self._changed:
-            await asyncio.wait_for(
-                self._changed.wait_for(lambda: self.checkpoint >= seq), timeout_s
-            )
+    async def wait_for(self, seq: int, timeout_s: float = 30.0, hurry: bool = True) -> None:
+        """Return once the projection holds every event up to `seq`.
+
+        `hurry`: apply what the log holds at once rather than letting events gather first
+        (a command waiting for its own events); a query waits for the next batch.
+        """
+        if self.checkpoint >= seq:
+            return
+        if hurry:
+            self._hurrying += 1
+            self._wanted.set()
+        try:
+            async with self._changed:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self.checkpoint >= seq), timeout_s
+                )
+        finally:
+            if hurry:
+                self._hurrying -= 1
+                if not self._hurrying:
+                    self._wanted.clear()

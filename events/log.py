@@ -21,6 +21,8 @@ OUTPUT_MAX_AGE_S = 30 * 24 * 3600.0
 _WRONG_LAST_SEQUENCE = 10071
 _PUBLISH_TIMEOUT_S = 5.0
 _PUBLISH_ATTEMPTS = 3
+# Messages one direct get answers when an aggregate is read.
+_DIRECT_BATCH = 1_000
 
 
 class ConcurrencyError(Exception):
@@ -47,6 +49,10 @@ class AppendError(Exception):
     def __init__(self, err_code: int, description: str) -> None:
         super().__init__(f"append refused ({err_code}): {description}")
         self.err_code = err_code
+
+
+class ReadError(Exception):
+    """The server answered a read with an error."""
 
 
 class RawEvent(msgspec.Struct, frozen=True):
@@ -213,18 +219,48 @@ class EventLog:
         return int(msg.seq or 0), (msg.headers or {}).get("Nats-Msg-Id")
 
     async def read_aggregate(self, subject_filter: str) -> list[RawEvent]:
-        """Every stored event on the filter's subjects, in order (one aggregate: a few dozen)."""
+        """Every stored event on the filter's subjects, in order (one aggregate: a few dozen).
+
+        Read with batched direct gets: one request answers up to _DIRECT_BATCH messages (a
+        read per message made dispatching a task cost a round trip per event of its past).
+        """
         out: list[RawEvent] = []
-        seq = 0
+        seq = 1
         while True:
-            try:
-                msg = await self._js.get_msg(
-                    self.stream, seq + 1, subject=subject_filter, next=True
-                )
-            except NotFoundError:
+            batch, more = await self._direct_batch(subject_filter, seq)
+            out.extend(batch)
+            if not more or not batch:
                 return out
-            seq = int(msg.seq or 0)
-            out.append(RawEvent(seq, msg.subject or "", msg.data or b""))
+            seq = batch[-1].seq + 1
+
+    async def _direct_batch(self, subject_filter: str, seq: int) -> tuple[list[RawEvent], bool]:
+        """Messages from `seq` on the filter's subjects; True when more follow the batch."""
+        inbox = self._nc.new_inbox()
+        sub = await self._nc.subscribe(inbox)
+        try:
+            request = {"seq": seq, "next_by_subj": subject_filter, "batch": _DIRECT_BATCH}
+            await self._nc.publish(
+                f"$JS.API.DIRECT.GET.{self.stream}", msgspec.json.encode(request), reply=inbox
+            )
+            out: list[RawEvent] = []
+            while True:
+                msg = await sub.next_msg(timeout=_PUBLISH_TIMEOUT_S)
+                headers = msg.headers or {}
+                status = headers.get("Status")
+                if status is None:
+                    out.append(
+                        RawEvent(int(headers["Nats-Sequence"]), headers["Nats-Subject"], msg.data)
+                    )
+                elif status == "204":  # end of the batch
+                    return out, int(headers.get("Nats-Num-Pending", "0")) > 0
+                elif status == "404":  # nothing (more) on these subjects
+                    return out, False
+                else:
+                    detail = headers.get("Description", "")
+                    raise ReadError(f"reading {subject_filter} failed: {status} {detail}")
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def last_seq(self) -> int:
         """The stream's last sequence (0 when empty)."""

@@ -70,11 +70,20 @@ def resolve_list(p: Projection, ref: str) -> ListState:
     return state
 
 
+_ID_LENGTH = 36  # a UUID in its text form
+
+
 def resolve_task(p: Projection, ref: str) -> TaskState:
     """A task by exact id or unique id prefix (like git)."""
     ref = ref.strip().lower()
     if not ref:
         raise Invalid("task id is empty")
+    if len(ref) == _ID_LENGTH:
+        # A whole id (how programs and the node itself name tasks): no prefix search.
+        found = p.task_state(ref)
+        if found is None:
+            raise NotFound(f"task {ref} not found")
+        return found
     rows = p.con.execute(
         "SELECT id FROM tasks WHERE starts_with(id, $r) LIMIT 2", {"r": ref}
     ).fetchall()
@@ -155,27 +164,40 @@ def tasks_filtered(
 
 def task_detail(p: Projection, task_id: str) -> dict[str, Any]:
     """The task row with its sub-tasks, runs and worktree."""
-    rows = _dicts(p.con.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", [task_id]))
-    if not rows:
-        raise NotFound(f"task {task_id} not found")
-    task = rows[0]
-    task["subtasks"] = _dicts(
-        p.con.execute(
-            "SELECT subtask_id, position, title, done FROM subtasks WHERE task_id = ? "
-            "ORDER BY position",
-            [task_id],
+    return task_details(p, [task_id])[0]
+
+
+def task_details(p: Projection, task_ids: list[str]) -> list[dict[str, Any]]:
+    """`task_detail` of each id, in order, with one query per table for all of them."""
+    ids = [task_ids]
+    by_id = {
+        row["id"]: row
+        for row in _dicts(
+            p.con.execute(
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE id IN (SELECT unnest(?::VARCHAR[]))",
+                ids,
+            )
         )
+    }
+    for task_id in task_ids:
+        if task_id not in by_id:
+            raise NotFound(f"task {task_id} not found")
+    for task in by_id.values():
+        task["subtasks"], task["runs"], task["worktree"] = [], [], None
+    children = (
+        "SELECT task_id, subtask_id, position, title, done FROM subtasks "
+        "WHERE task_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY task_id, position",
+        "SELECT * FROM runs WHERE task_id IN (SELECT unnest(?::VARCHAR[])) "
+        "ORDER BY task_id, run_number",
     )
-    task["runs"] = _dicts(
-        p.con.execute(
-            "SELECT * EXCLUDE (task_id) FROM runs WHERE task_id = ? ORDER BY run_number", [task_id]
-        )
-    )
-    worktrees = _dicts(
-        p.con.execute("SELECT * EXCLUDE (task_id) FROM worktrees WHERE task_id = ?", [task_id])
-    )
-    task["worktree"] = worktrees[0] if worktrees else None
-    return task
+    for field, sql in zip(("subtasks", "runs"), children, strict=True):
+        for row in _dicts(p.con.execute(sql, ids)):
+            by_id[row.pop("task_id")][field].append(row)
+    for row in _dicts(
+        p.con.execute("SELECT * FROM worktrees WHERE task_id IN (SELECT unnest(?::VARCHAR[]))", ids)
+    ):
+        by_id[row.pop("task_id")]["worktree"] = row
+    return [by_id[t] for t in task_ids]
 
 
 def audit(p: Projection, task_id: str) -> list[dict[str, Any]]:

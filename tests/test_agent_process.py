@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import uuid
 from pathlib import Path
@@ -91,3 +92,20 @@ def test_kill_run_finds_orphans_by_their_mark(tmp_path: Path) -> None:
     assert int(pid_file.read_text()) in left  # the tool's shell (and its sleep) survived
     assert kill_run(agent.run_id) == len(left)
     assert processes_of_run(agent.run_id) == []
+
+
+def test_the_run_mark_matches_whole_values_only(tmp_path: Path) -> None:
+    # Processes of run "r-1x" and of run "r-1" are told apart: a mark is a whole environment
+    # entry, not a prefix of one.
+    procs = [
+        subprocess.Popen(["sleep", "60"], env={**os.environ, "CLAUDEDO_RUN_ID": mark})
+        for mark in ("r-1x", "r-1")
+    ]
+    try:
+        assert [p.pid for p in processes_of_run("r-1")] == [procs[1].pid]
+        assert [p.pid for p in processes_of_run("r-1x")] == [procs[0].pid]
+        assert processes_of_run("r-") == []
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

@@ -128,3 +128,22 @@ def test_many_concurrent_appends_each_get_their_own_sequence(jsenv: JetStreamEnv
         return sorted(s for pair in results for s in pair)
 
     assert jsenv.run(many()) == list(range(1, 201))
+
+
+def test_read_aggregate_returns_one_aggregates_events_in_order_across_batches(
+    jsenv: JetStreamEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = _log(jsenv)
+    # Three messages a request, so seven events of t1 take three requests.
+    monkeypatch.setattr("events.log._DIRECT_BATCH", 3)
+    seq = jsenv.run(log.append(_task_events("t1"), expected_seq=0))[-1]
+    jsenv.run(log.append(_task_events("t2"), expected_seq=0))
+    for _ in range(5):
+        seq = jsenv.run(log.append([ev.envelop(ev.TaskUnqueued(), "t1", ORIGIN)], seq))[-1]
+    read = jsenv.run(log.read_aggregate(ev.aggregate_filter("task", "t1")))
+    assert [r.seq for r in read] == [1, 2, 5, 6, 7, 8, 9]
+    assert all(r.subject.startswith("claudedo.evt.task.t1.") for r in read)
+    assert [ev.decode(r.data).event_type for r in read][:3] == [
+        "TaskCreated", "TaskQueued", "TaskUnqueued"
+    ]  # fmt: skip
+    assert jsenv.run(log.read_aggregate(ev.aggregate_filter("task", "nobody"))) == []
