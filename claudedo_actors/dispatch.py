@@ -89,7 +89,9 @@ class QueueActor(pykka.ThreadingActor):
             self._free.append(number)
             self._free.sort()
         self._take_waiting()
-        self._scan()
+        if self._free:
+            # Nothing seen live was waiting: look in the projection for anything missed.
+            self._scan()
 
     # --- internals -----------------------------------------------------------------------
 

@@ -87,12 +87,7 @@ class NewWorktree:
 
 def create_worktree(repo: str, path: Path, task_id: str) -> NewWorktree:
     """A worktree at `path` on the task's branch, made from the repository's current HEAD."""
-    # One call for both: the commit, then the branch name ("HEAD" when detached).
-    base_commit, base_branch = git(
-        repo, "rev-parse", "HEAD^{commit}", "--abbrev-ref", "HEAD"
-    ).split()
-    if base_branch == "HEAD":
-        base_branch = ""
+    base_commit, base_branch = repo_head(repo)
     branch = branch_for(task_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(5):
@@ -107,6 +102,37 @@ def create_worktree(repo: str, path: Path, task_id: str) -> NewWorktree:
             git(repo, "worktree", "prune", check=False)
             time.sleep(0.05 * (attempt + 1))  # backoff before trying git again
     return NewWorktree(str(path), branch, base_branch or None, base_commit)
+
+
+def repo_head(repo: str) -> tuple[str, str]:
+    """The commit HEAD points at and its branch name ("" when detached)."""
+    known = _head_from_files(Path(repo) / ".git")
+    if known is not None:
+        return known
+    # One call for both: the commit, then the branch name ("HEAD" when detached).
+    commit, branch = git(repo, "rev-parse", "HEAD^{commit}", "--abbrev-ref", "HEAD").split()
+    return commit, "" if branch == "HEAD" else branch
+
+
+def _head_from_files(gitdir: Path) -> tuple[str, str] | None:
+    """HEAD read from a plain `.git` folder: a branch with a loose ref, or a detached HEAD.
+
+    A task's dispatch waits for this, and a git process costs more than the rest of the
+    dispatch; anything else (packed or reftable refs, a linked worktree, a sub-folder, a
+    symbolic ref outside refs/heads) returns None, and git is asked.
+    """
+    try:
+        head = (gitdir / "HEAD").read_text().strip()
+        if head.startswith("ref: refs/heads/"):
+            ref = head.removeprefix("ref: ")
+            commit, branch = (gitdir / ref).read_text().strip(), ref.removeprefix("refs/heads/")
+        else:
+            commit, branch = head, ""
+    except (OSError, UnicodeDecodeError):
+        return None
+    if len(commit) not in (40, 64) or any(c not in "0123456789abcdef" for c in commit):
+        return None
+    return commit, branch
 
 
 def head_of(path: str) -> str:

@@ -10,6 +10,7 @@ recorded transcript (the cheapest agent possible, so that 10k tasks take minutes
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import shutil
 import statistics
@@ -87,22 +88,41 @@ def _node(base: Path, slots: int, agent: Path) -> Iterator[tuple[Any, psutil.Pro
         node.wait()
 
 
-def _wait_done(client: Any, list_id: str, n: int, timeout_s: float = 3600) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        rows = client.request("sql", {"query": _count_sql(list_id)})["rows"]
-        if rows[0][0] >= n:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{rows[0][0]} of {n} tasks ended")
-        time.sleep(0.05)  # polling the node for progress
+class _Ended:
+    """Counts tasks that reached a terminal event, from a plain NATS subscription.
 
+    A subscriber to the event subjects, as any program can be: waiting costs the node nothing
+    (polling it with queries would load the node being measured).
+    """
 
-def _count_sql(list_id: str) -> str:
-    return (
-        "SELECT count(*) FROM tasks WHERE status IN ('done', 'failed', 'cancelled') "
-        f"AND list_id = '{list_id}'"
-    )
+    _TERMINAL = (b"TaskCompleted", b"TaskFailed", b"TaskCancelled")
+
+    def __init__(self, client: Any) -> None:
+        from events.wire import WireConnection
+
+        self._conn = WireConnection(client.request("info", {})["nats_url"], timeout_s=3600)
+        self._conn.send(b"SUB claudedo.evt.task.*.* 1\r\n")
+        self._ended: set[bytes] = set()
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(Exception):  # the connection closes with the node
+            for subject, _, _, _ in self._conn.frames():
+                _, _, _, task_id, kind = subject.split(b".")
+                if kind in self._TERMINAL:
+                    with self._cond:
+                        self._ended.add(task_id)
+                        self._cond.notify_all()
+
+    def wait(self, n: int, timeout_s: float = 3600) -> None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self._ended) >= n, timeout_s):
+                raise TimeoutError(f"{len(self._ended)} of {n} tasks ended")
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def _ms(a: str, b: str) -> float:
@@ -123,10 +143,11 @@ def bench_dispatch(report: Report, n: int) -> None:
     worktree_ms: list[float] = []
     with _node(base, 2, FAKE) as (client, _proc):
         list_id = client.request("list.add", {"name": "bench", "dir": str(repo)})["id"]
+        ended = _Ended(client)
         for i in range(n):
             task = client.request("task.add", {"list": list_id, "title": f"t{i}"})
             client.request("task.queue", {"tasks": [task["id"]]})
-            _wait_done(client, list_id, i + 1)
+            ended.wait(i + 1)
             at = {
                 e["type"]: e["occurred_at"] for e in client.request("audit", {"task": task["id"]})
             }
@@ -194,11 +215,13 @@ def bench_throughput(report: Report, n: int, slot_counts: list[int]) -> None:
                 client.request("task.add", {"list": list_id, "title": f"t{i}"})["id"]
                 for i in range(n)
             ]
+            ended = _Ended(client)
             t = time.perf_counter()
             for start in range(0, n, 50):
                 client.request("task.queue", {"tasks": ids[start : start + 50]})
-            _wait_done(client, list_id, n)
+            ended.wait(n)
             wall = time.perf_counter() - t
+            ended.close()
         bare = _bare_work(base, _repo(base / "bare-repo"), n, slots)
         report(
             f"{n} instant tasks, {slots} slots",
@@ -242,6 +265,7 @@ def bench_rss(report: Report, small: int, large: int) -> None:
     agent = _instant_agent(base)
     with _node(base, 4, agent) as (client, proc):
         list_id = client.request("list.add", {"name": "bench"})["id"]  # a sandbox list
+        ended = _Ended(client)
         done = 0
         samples = {}
         t = time.perf_counter()
@@ -256,7 +280,7 @@ def bench_rss(report: Report, small: int, large: int) -> None:
                 for start in range(0, len(ids), 100):
                     client.request("task.queue", {"tasks": ids[start : start + 100]})
                 done += batch
-                _wait_done(client, list_id, done)
+                ended.wait(done)
             samples[target] = proc.memory_info().rss / 2**20
         elapsed = time.perf_counter() - t
     report(
