@@ -45,7 +45,10 @@ _DATA_ERRORS = (
     duckdb.InvalidInputException,
     duckdb.OutOfRangeException,
 )
-_CACHE_SIZE = 20_000
+# Folded states kept in memory, most recently changed first: the tasks being worked on. An
+# older task is read back from its rows (four queries) when it changes again; the cache does
+# not grow with the number of finished tasks beyond this.
+_CACHE_SIZE = 2_000
 _json = msgspec.json.Encoder()
 
 
@@ -231,16 +234,21 @@ class Projection:
 
         list_ids = {e.aggregate_id for _, e in decoded if e.aggregate == "list"}
         task_ids = {e.aggregate_id for _, e in decoded if e.aggregate == "task"}
-        if self.bulk:
-            # Memory holds every state of a bulk replay: a creation has nothing to read back.
-            creations = {e.aggregate_id for _, e in decoded if type(e.event) in _CREATIONS}
-            list_ids -= creations
-            task_ids -= creations
+        creations = {e.aggregate_id for _, e in decoded if type(e.event) in _CREATIONS}
+        if not self.bulk:
+            # An aggregate created in this batch has no rows to read back, unless a foreign
+            # duplicate creation names an existing one: one query tells, instead of four.
+            creations = creations - self._lists.keys() - self._tasks.keys()
+            creations -= self._ids_with_rows("lists", list_ids & creations)
+            creations -= self._ids_with_rows("tasks", task_ids & creations)
+        # (Memory holds every state of a bulk replay: a creation has nothing to read back.)
+        list_ids -= creations
+        task_ids -= creations
         lists = self._load_lists(list_ids)
         tasks = self._load_tasks(task_ids)
         before = dict(tasks)
         # Aggregates with no state before this batch have no rows to delete when written.
-        created = (list_ids - lists.keys()) | (task_ids - tasks.keys())
+        created = creations | (list_ids - lists.keys()) | (task_ids - tasks.keys())
         changed_lists: dict[str, ListState] = {}
         changed_tasks: dict[str, TaskState] = {}
         rows = _EventRows()
@@ -280,6 +288,14 @@ class Projection:
         _remember(self._lists, changed_lists)
         _remember(self._tasks, changed_tasks)
         return new_checkpoint
+
+    def _ids_with_rows(self, table: str, ids: set[str]) -> set[str]:
+        if not ids:
+            return set()
+        rows = self.con.execute(
+            f"SELECT id FROM {table} WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(ids)]
+        ).fetchall()
+        return {r[0] for r in rows}
 
     def _known_event_ids(self, ids: list[str]) -> set[str]:
         rows = self.con.execute(

@@ -191,6 +191,13 @@ def test_a_second_creation_of_a_task_replaces_its_rows_without_duplicates(tmp_pa
     one_batch.apply(log.raws)
     assert one_batch.con.execute("SELECT title FROM tasks").fetchall() == [("second",)]
     assert one_batch.con.execute("SELECT count(*) FROM subtasks").fetchone() == (1,)
+    # The first creation no longer cached (a restart, or evicted): its rows are still found.
+    uncached = Projection(tmp_path / "uncached.duckdb")
+    uncached.apply(log.raws[:2])
+    uncached.drop_cache()
+    uncached.apply(log.raws[2:])
+    assert uncached.con.execute("SELECT title FROM tasks").fetchall() == [("second",)]
+    assert uncached.con.execute("SELECT count(*) FROM subtasks").fetchone() == (1,)
 
 
 def test_an_event_whose_row_cannot_be_stored_is_skipped_and_recorded(tmp_path: Path) -> None:

@@ -406,6 +406,7 @@ def main() -> int:
     parser.add_argument("--dispatch-tasks", type=int, default=100)
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--slots", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure of `tasks`")
     parser.add_argument("--rss-tasks", type=int, nargs=2, default=[100, 10_000])
     parser.add_argument("--log-events", type=int, default=20_000)
     parser.add_argument("--projector-events", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -426,7 +427,7 @@ def main() -> int:
     if args.what in ("all", "dispatch"):
         runner_bench.bench_dispatch(report, args.dispatch_tasks)
     if args.what in ("all", "tasks"):
-        runner_bench.bench_throughput(report, args.tasks, args.slots)
+        runner_bench.bench_throughput(report, args.tasks, args.slots, args.repeat)
     if args.what in ("all", "rss"):
         runner_bench.bench_rss(report, *args.rss_tasks)
     args.out.parent.mkdir(parents=True, exist_ok=True)
