@@ -407,7 +407,7 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--slots", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure of `tasks`")
-    parser.add_argument("--rss-tasks", type=int, nargs=2, default=[100, 10_000])
+    parser.add_argument("--rss-tasks", type=int, nargs="+", default=[100, 1_000, 10_000])
     parser.add_argument("--log-events", type=int, default=20_000)
     parser.add_argument("--projector-events", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--cli-rounds", type=int, default=30)
@@ -429,7 +429,7 @@ def main() -> int:
     if args.what in ("all", "tasks"):
         runner_bench.bench_throughput(report, args.tasks, args.slots, args.repeat)
     if args.what in ("all", "rss"):
-        runner_bench.bench_rss(report, *args.rss_tasks)
+        runner_bench.bench_rss(report, args.rss_tasks)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(RESULTS, indent=2))
     return 0
