@@ -42,19 +42,26 @@ class LogFacade:
     ) -> list[int]:
         return self._bridge.call(self._log.append(envelopes, expected_seq, guard), timeout_s=60)
 
-    def load_task(self, task_id: str) -> tuple[TaskState | None, int]:
-        """The task folded from its own events in the log, and its last sequence."""
-        return self._load("task", task_id, fold_task)
+    def load_task(self, task_id: str, leader: bool = False) -> tuple[TaskState | None, int]:
+        """The task folded from its own events in the log, and its last sequence.
+
+        `leader`: read through the stream's leader (see EventLog.read_aggregate), for a writer
+        deciding again after a conflict; the default may lag a moment in a cluster.
+        """
+        return self._load("task", task_id, fold_task, leader)
 
     def load_list(self, list_id: str) -> ListState | None:
         return self._load("list", list_id, fold_list)[0]
 
     def _load(
-        self, aggregate: str, aggregate_id: str, fold: Callable[[Any, Any, int], T]
+        self,
+        aggregate: str,
+        aggregate_id: str,
+        fold: Callable[[Any, Any, int], T],
+        leader: bool = False,
     ) -> tuple[T | None, int]:
-        raws = self._bridge.call(
-            self._log.read_aggregate(ev.aggregate_filter(aggregate, aggregate_id)), timeout_s=60
-        )
+        subjects = ev.aggregate_filter(aggregate, aggregate_id)
+        raws = self._bridge.call(self._log.read_aggregate(subjects, leader), timeout_s=60)
         state: T | None = None
         for raw in raws:
             try:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import pyarrow as pa
 import pykka
 
 import events as ev
@@ -143,6 +144,11 @@ class Node:
     def start(self) -> None:
         if self.nats_url is not None:
             check_nats_url(self.nats_url)
+        # The projector builds small Arrow tables for every batch, for the node's whole life.
+        # Arrow's default pool kept the freed memory, and the node's RSS grew with every
+        # finished task (about 100 MiB over 10,000); with the C library's allocator it stays
+        # flat (docs/benchmarks.md, "Node memory").
+        pa.set_memory_pool(pa.system_memory_pool())
         self._lock.acquire()
         self.node_id = self.home.node_id()
         url = self.nats_url

@@ -23,7 +23,7 @@ LOST = "The node stopped during the run (it crashed or was killed)."
 
 def settle_orphan(facade: LogFacade, task_id: str, node_id: str) -> str | None:
     """Settle one task; returns what was done ('requeued', 'failed', 'cancelled') or None."""
-    state, last = facade.load_task(task_id)
+    state, last = facade.load_task(task_id, leader=True)
     if state is None or state.claimed_by != node_id or state.status not in ("claimed", "running"):
         return None  # settled meanwhile, or not ours
     events: list[ev.Event] = []

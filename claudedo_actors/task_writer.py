@@ -84,7 +84,7 @@ class TaskWriter:
                 return seqs[-1]
 
     def _reconcile(self) -> None:
-        state, last = self._facade.load_task(self.task_id)
+        state, last = self._facade.load_task(self.task_id, leader=True)
         if not _held_by(state, self.node_id):
             status = state.status if state is not None else "gone"
             raise LostTask(f"task {self.task_id[:8]} is no longer held by this node ({status})")

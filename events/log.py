@@ -218,12 +218,17 @@ class EventLog:
             return None
         return int(msg.seq or 0), (msg.headers or {}).get("Nats-Msg-Id")
 
-    async def read_aggregate(self, subject_filter: str) -> list[RawEvent]:
+    async def read_aggregate(self, subject_filter: str, leader: bool = False) -> list[RawEvent]:
         """Every stored event on the filter's subjects, in order (one aggregate: a few dozen).
 
         Read with batched direct gets: one request answers up to _DIRECT_BATCH messages (a
         read per message made dispatching a task cost a round trip per event of its past).
+        In a cluster a direct get may be answered by a replica a moment behind; `leader`
+        reads through the stream's leader instead (a request per event), for a writer that
+        must see the latest events before it decides again.
         """
+        if leader:
+            return await self._read_from_leader(subject_filter)
         out: list[RawEvent] = []
         seq = 1
         while True:
@@ -232,6 +237,19 @@ class EventLog:
             if not more or not batch:
                 return out
             seq = batch[-1].seq + 1
+
+    async def _read_from_leader(self, subject_filter: str) -> list[RawEvent]:
+        out: list[RawEvent] = []
+        seq = 0
+        while True:
+            try:
+                msg = await self._js.get_msg(
+                    self.stream, seq + 1, subject=subject_filter, next=True
+                )
+            except NotFoundError:
+                return out
+            seq = int(msg.seq or 0)
+            out.append(RawEvent(seq, msg.subject or "", msg.data or b""))
 
     async def _direct_batch(self, subject_filter: str, seq: int) -> tuple[list[RawEvent], bool]:
         """Messages from `seq` on the filter's subjects; True when more follow the batch."""
@@ -251,6 +269,10 @@ class EventLog:
                     out.append(
                         RawEvent(int(headers["Nats-Sequence"]), headers["Nats-Subject"], msg.data)
                     )
+                    if "Nats-Num-Pending" not in headers:
+                        # A server before 2.11 ignores "batch" and answers with one message
+                        # and no end marker: page one message at a time.
+                        return out, True
                 elif status == "204":  # end of the batch
                     return out, int(headers.get("Nats-Num-Pending", "0")) > 0
                 elif status == "404":  # nothing (more) on these subjects

@@ -147,3 +147,6 @@ def test_read_aggregate_returns_one_aggregates_events_in_order_across_batches(
         "TaskCreated", "TaskQueued", "TaskUnqueued"
     ]  # fmt: skip
     assert jsenv.run(log.read_aggregate(ev.aggregate_filter("task", "nobody"))) == []
+    # Through the stream's leader (a writer deciding again after a conflict): the same events.
+    assert jsenv.run(log.read_aggregate(ev.aggregate_filter("task", "t1"), leader=True)) == read
+    assert jsenv.run(log.read_aggregate(ev.aggregate_filter("task", "x"), leader=True)) == []
