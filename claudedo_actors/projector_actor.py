@@ -25,9 +25,9 @@ _CATCH_UP_LAG = 2_000
 # A batch costs about the same for one event as for ten (one DuckDB transaction of several
 # statements, each about a millisecond of CPU). Under load, the feed lets events gather for
 # up to _LINGER_S after the last batch before applying the next, so the projector costs a
-# bounded share of a core however fast tasks run. Nobody waits for that: an event after a
-# quiet moment is applied at once, and so is the log as soon as a command or query waits for
-# the projection (read-your-writes stays immediate).
+# bounded share of a core however fast tasks run. A command does not wait for that: an event
+# after a quiet moment is applied at once, and so is the log as soon as a command waits for
+# its events (read-your-writes stays immediate); a query waits for the next batch.
 _LINGER_S = 0.25
 _MIN_BACKOFF_S = 0.1
 _MAX_BACKOFF_S = 5.0
