@@ -239,8 +239,8 @@ class Projection:
             # An aggregate created in this batch has no rows to read back, unless a foreign
             # duplicate creation names an existing one: one query tells, instead of four.
             creations = creations - self._lists.keys() - self._tasks.keys()
-            creations -= self._ids_with_rows("lists", list_ids & creations)
-            creations -= self._ids_with_rows("tasks", task_ids & creations)
+            creations -= self._present("lists", "id", list_ids & creations)
+            creations -= self._present("tasks", "id", task_ids & creations)
         # (Memory holds every state of a bulk replay: a creation has nothing to read back.)
         list_ids -= creations
         task_ids -= creations
@@ -289,24 +289,21 @@ class Projection:
         _remember(self._tasks, changed_tasks)
         return new_checkpoint
 
-    def _ids_with_rows(self, table: str, ids: set[str]) -> set[str]:
-        if not ids:
+    def _present(self, table: str, column: str, ids: Iterable[str]) -> set[str]:
+        """Which of `ids` have a row in `table` (matched on `column`)."""
+        wanted = list(ids)
+        if not wanted:
             return set()
         rows = self.con.execute(
-            f"SELECT id FROM {table} WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(ids)]
-        ).fetchall()
-        return {r[0] for r in rows}
-
-    def _known_event_ids(self, ids: list[str]) -> set[str]:
-        rows = self.con.execute(
-            "SELECT event_id FROM events WHERE event_id IN (SELECT unnest(?::VARCHAR[]))", [ids]
+            f"SELECT {column} FROM {table} WHERE {column} IN (SELECT unnest(?::VARCHAR[]))",
+            [wanted],
         ).fetchall()
         return {r[0] for r in rows}
 
     def _seen_before(self, ids: list[str]) -> set[str]:
         """Which of `ids` this projection applied already (bulk mode: from memory)."""
         if self._bulk_ids is None:
-            return self._known_event_ids(ids)
+            return self._present("events", "event_id", ids)
         return {i for i in ids if i in self._bulk_ids}
 
     def _write(
