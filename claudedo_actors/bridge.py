@@ -65,12 +65,25 @@ class NatsBridge:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def stop(self) -> None:
+        """Drain the connection, end every task left on the loop, then stop the loop."""
         if self._thread.is_alive():
             if self.nc is not None:
                 with contextlib.suppress(Exception):
                     self.call(self.nc.drain(), timeout_s=5)
+            with contextlib.suppress(Exception):
+                self.call(_cancel_others(), timeout_s=5)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)
+
+
+async def _cancel_others() -> None:
+    """Cancel the loop's other tasks and wait for them (nats-py leaves a JetStream
+    subscription's heartbeat and flow-control tasks running after a drain; a stopped loop
+    would drop them pending, which asyncio reports as an error)."""
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 _last_error = ""

@@ -227,3 +227,18 @@ def test_a_malformed_nats_url_is_refused_at_once(tmp_path: Path, url: str) -> No
     result = _up(tmp_path, "--nats", url)
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+
+
+def test_a_stopped_bridge_leaves_no_task_pending(jsenv: JetStreamEnv) -> None:
+    # A JetStream subscription runs heartbeat and flow-control tasks that a drain leaves
+    # running; a loop stopped with them pending logs "Task was destroyed but it is pending".
+    from claudedo_actors.bridge import NatsBridge
+    from claudedo_actors.log_facade import LogFacade
+
+    jsenv.run(EventLog(jsenv.js).ensure_stream())
+    bridge = NatsBridge()
+    bridge.start(jsenv.url, "test")
+    LogFacade(bridge).watch("claudedo.evt.>", lambda subject, seq: None)
+    bridge.stop()
+    assert not bridge._thread.is_alive()
+    assert not [t for t in asyncio.all_tasks(bridge.loop) if not t.done()]
