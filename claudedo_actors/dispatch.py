@@ -3,13 +3,18 @@
 It reads candidates from the projection (fast, maybe stale) and claims with `TaskClaimed`
 appended only if the task's last sequence is still the one it read: when another slot or node
 got there first the append fails and the task is skipped. No task is dispatched twice.
+
+With several nodes, a task whose next run resumes a session (a continue, or the retry of a run
+its node lost) is left to the node that keeps the session while that node is alive; tasks held
+by a node whose heartbeat expired are settled here like this node's own orphans.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import pykka
 
@@ -19,6 +24,7 @@ from claudedo_actors.messages import (
     Assign,
     CancelTask,
     Claim,
+    NodesChanged,
     ProjectionAdvanced,
     ResumeDispatch,
     SlotFree,
@@ -32,6 +38,37 @@ from projections import queries as q
 log = logging.getLogger("claudedo.queue")
 
 
+# (checkpoint, this node's unsettled tasks, lost nodes' tasks, candidates to claim)
+_QueueView = tuple[
+    int,
+    list[tuple[str, str, bool]],
+    list[tuple[str, str]],
+    list[tuple[TaskState, int, ListState | None]],
+]
+
+
+class NodesView(Protocol):
+    """What the queue asks of the node's presence (claudedo_actors/presence.py)."""
+
+    def alive(self) -> frozenset[str]: ...
+
+    def settled(self) -> bool: ...
+
+    def may_be_alive(self, node_id: str) -> bool: ...
+
+
+def session_node(task: TaskState) -> str | None:
+    """The node keeping the session that the next run of a queued task resumes, if any."""
+    last = task.runs[-1] if task.runs else None
+    if last is None or not last.session_id:
+        return None
+    if task.follow_up_prompt is not None:
+        return last.node_id
+    if last.cause == "worker_lost" and not last.is_retry:
+        return last.node_id
+    return None
+
+
 class QueueActor(pykka.ThreadingActor):
     """Reacts to the projection moving on and to slots becoming free."""
 
@@ -42,8 +79,12 @@ class QueueActor(pykka.ThreadingActor):
         projector: Callable[[], Any],
         slots: list[pykka.ActorRef[Any]],
         on_crash: Callable[[str], None],
+        nodes: NodesView | None = None,
     ) -> None:
         super().__init__()
+        self._nodes = nodes
+        # Set when a node came or went: the next scan looks for tasks of lost nodes.
+        self._check_others = False
         self._on_crash = on_crash
         self.node_id = node_id
         self._facade = facade
@@ -71,6 +112,9 @@ class QueueActor(pykka.ThreadingActor):
                 self._take_now(task_id)
             case SlotFree(number=number):
                 self._slot_free(number)
+            case NodesChanged():
+                self._check_others = True
+                self._scan()
             case SlotReplaced(number=number, ref=ref):
                 self._slots[number] = ref
             case _:
@@ -98,8 +142,16 @@ class QueueActor(pykka.ThreadingActor):
     def _scan(self) -> None:
         if self._paused:
             return
-        checkpoint, held, candidates = self._projector().run(self._read_queue).get()
+        others = self._check_others and self._nodes is not None and self._nodes.settled()
+        alive = sorted(self._nodes.alive()) if others and self._nodes is not None else None
+        self._check_others = self._check_others and not others
+        checkpoint, held, lost, candidates = (
+            self._projector().run(functools.partial(self._read_queue, alive=alive)).get()
+        )
         self._scanned_to = checkpoint
+        for task_id, holder in lost:
+            if holder != self.node_id:
+                self._settle(task_id, holder)
         for task_id, _status, cancel_requested in held:
             slot = self._running.get(task_id)
             if slot is None:
@@ -113,20 +165,30 @@ class QueueActor(pykka.ThreadingActor):
                 break
             self._claim(task, last_seq, lst)
 
-    def _read_queue(
-        self, p: Projection
-    ) -> tuple[int, list[tuple[str, str, bool]], list[tuple[TaskState, int, ListState | None]]]:
+    def _read_queue(self, p: Projection, alive: list[str] | None) -> _QueueView:
         held = q.tasks_held_by(p, self.node_id)
-        candidates = []
+        lost = q.tasks_held_by_others(p, alive) if alive is not None else []
+        candidates: list[tuple[TaskState, int, ListState | None]] = []
         if self._free:
-            for task_id in q.queued_task_ids(p, len(self._free) + 8):
+            # Some queued tasks may wait for the node keeping their session: look further.
+            for task_id in q.queued_task_ids(p, 4 * len(self._free) + 16):
+                if len(candidates) == len(self._free):
+                    break
                 if task_id in self._running:
                     continue
                 task = p.task_state(task_id)
-                if task is None:
+                if task is None or self._reserved(task):
                     continue
                 candidates.append((task, q.task_last_seq(p, task), p.list_state(task.list_id)))
-        return p.checkpoint, held, candidates
+        return p.checkpoint, held, lost, candidates
+
+    def _reserved(self, task: TaskState) -> bool:
+        """Left to the node that keeps the session its next run resumes, while that node may
+        be alive (a node that has not yet listened for a whole lease does not know)."""
+        owner = session_node(task)
+        if owner is None or owner == self.node_id:
+            return False
+        return self._nodes is None or self._nodes.may_be_alive(owner)
 
     def _take_now(self, task_id: str) -> None:
         """A task was just queued: with a free slot, claim it from its own events in the log,
@@ -141,7 +203,7 @@ class QueueActor(pykka.ThreadingActor):
 
     def _take(self, task_id: str) -> bool:
         task, last_seq = self._facade.load_task(task_id)
-        if task is None or task.status != "queued":
+        if task is None or task.status != "queued" or self._reserved(task):
             return False
         return self._claim(task, last_seq, self._facade.load_list(task.list_id))
 
@@ -153,11 +215,13 @@ class QueueActor(pykka.ThreadingActor):
             if task_id not in self._running:
                 self._take(task_id)
 
-    def _settle(self, task_id: str) -> None:
+    def _settle(self, task_id: str, holder: str | None = None) -> None:
         try:
-            settle_orphan(self._facade, task_id, self.node_id)
+            settle_orphan(self._facade, task_id, self.node_id, holder)
         except Exception:
             log.exception("could not settle task %s; will try again", task_id[:8])
+            if holder is not None:
+                self._check_others = True
 
     def _claim(self, task: TaskState, last_seq: int, lst: ListState | None) -> bool:
         slot = self._free[0]

@@ -34,6 +34,10 @@ class ProjectionAdvanced(msgspec.Struct, frozen=True):
     checkpoint: int
 
 
+class NodesChanged(msgspec.Struct, frozen=True):
+    """A node came or went (its heartbeat), or this node has now listened for a whole lease."""
+
+
 class TaskQueuedSeen(msgspec.Struct, frozen=True):
     """A TaskQueued event was appended (seen live, before the projection has it)."""
 

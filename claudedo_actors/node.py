@@ -24,6 +24,7 @@ from claudedo_actors.dispatch import QueueActor
 from claudedo_actors.home import Home, NodeAddress
 from claudedo_actors.log_facade import LogFacade
 from claudedo_actors.messages import (
+    NodesChanged,
     ProjectionAdvanced,
     ResumeDispatch,
     SlotFree,
@@ -31,6 +32,7 @@ from claudedo_actors.messages import (
     TaskQueuedSeen,
 )
 from claudedo_actors.natsserver import EmbeddedNats
+from claudedo_actors.presence import Presence, beat_interval
 from claudedo_actors.projector_actor import ProjectionFeed, ProjectorActor
 from claudedo_actors.slot import RunnerContext, SlotActor
 from claudedo_actors.supervisor import Supervisor
@@ -99,6 +101,10 @@ class Node:
         self.nats_url = nats_url
         self.slots = slots
         self.claude_bin = claude_bin
+        try:
+            self.beat_s = beat_interval()
+        except ValueError as exc:
+            raise ClaudeDoError(str(exc), code="invalid") from None
         self.node_id = ""
         self._stop = threading.Event()
         self._stop_reason = ""
@@ -110,6 +116,7 @@ class Node:
         self._feed: ProjectionFeed | None = None
         self._api: Api | None = None
         self._facade: LogFacade | None = None
+        self._presence: Presence | None = None
         self._queue: pykka.ActorRef[Any] | None = None
         self._slots: list[pykka.ActorRef[Any]] = []
 
@@ -207,6 +214,11 @@ class Node:
         assert self._supervisor is not None and self._feed is not None
         facade = self._facade = LogFacade(bridge)
         facade.start_output()
+        assert bridge.nc is not None
+        presence = self._presence = Presence(
+            bridge.nc, self.node_id, self.slots, self._nodes_changed, self.beat_s
+        )
+        bridge.call(presence.start(), timeout_s=30)
         supervisor = self._supervisor.proxy()
         ctx = RunnerContext(
             node_id=self.node_id,
@@ -226,7 +238,12 @@ class Node:
         self._queue = supervisor.start_child(
             "queue",
             lambda: QueueActor.start(
-                self.node_id, facade, self._projector_proxy, self._slots, self._queue_crashed
+                self.node_id,
+                facade,
+                self._projector_proxy,
+                self._slots,
+                self._queue_crashed,
+                presence,
             ),
         ).get()
         bridge.call(self._feed.wait_for(facade.last_seq(), timeout_s=600))
@@ -240,6 +257,11 @@ class Node:
         if parsed is not None and self._queue is not None:
             with contextlib.suppress(pykka.ActorDeadError):
                 self._queue.tell(TaskQueuedSeen(parsed[1], seq))
+
+    def _nodes_changed(self) -> None:
+        with contextlib.suppress(pykka.ActorDeadError):
+            if self._queue is not None:
+                self._queue.tell(NodesChanged())
 
     def _projection_advanced(self, checkpoint: int) -> None:
         with contextlib.suppress(pykka.ActorDeadError):
@@ -274,6 +296,7 @@ class Node:
             "slots": self.slots,
             "home": str(self.home.root),
             "pid": os.getpid(),
+            "nodes": self._presence.nodes() if self._presence is not None else [],
         }
 
     def _projector_proxy(self) -> Any:
@@ -311,6 +334,9 @@ class Node:
             _quietly(lambda future=future: future.get(timeout=60))
         if self._facade is not None:
             _quietly(self._facade.stop_output)
+        if bridge is not None and self._presence is not None:
+            # After the slots gave their tasks back: the other nodes may take them at once.
+            _quietly(lambda: bridge.call(self._presence.stop(), timeout_s=5))
         if self._supervisor is not None:
             _quietly(lambda: self._supervisor.stop(block=True, timeout=30))
         if bridge is not None:

@@ -23,7 +23,7 @@ from claudedo_actors.messages import (
 )
 from claudedo_actors.run_output import RunOutput
 from claudedo_actors.streamjson import RunOutcome, SessionInfo, StreamJsonReader
-from claudedo_actors.task_writer import TaskWriter
+from claudedo_actors.task_writer import LostTask, TaskWriter
 
 log = logging.getLogger("claudedo.run")
 
@@ -156,15 +156,20 @@ class RunActor(pykka.ThreadingActor):
     # --- internals -----------------------------------------------------------------------
 
     def _session_opened(self, info: SessionInfo) -> None:
-        self._writer.append(
-            ev.RunSessionOpened(
-                run_number=self.spec.run_number,
-                session_id=info.session_id,
-                cli_version=info.cli_version,
-                model=info.model,
-                permission_mode=info.permission_mode,
+        try:
+            self._writer.append(
+                ev.RunSessionOpened(
+                    run_number=self.spec.run_number,
+                    session_id=info.session_id,
+                    cli_version=info.cli_version,
+                    model=info.model,
+                    permission_mode=info.permission_mode,
+                )
             )
-        )
+        except LostTask as exc:
+            # Another node settled the task (this one's heartbeats did not reach it): stop.
+            log.warning("run %d: %s; stopping the agent", self.spec.run_number, exc)
+            self._stop_process(cancelled=True)
 
     def _exited(self, exit_code: int | None) -> None:
         if self._ended:

@@ -234,18 +234,61 @@ class SlotActor(pykka.ThreadingActor):
                 self._terminal(job, ev.TaskFailed(error=why, cause="agent_error"))
                 return
             job.retry_allowed = False
-            self._start_run(job, task.follow_up_prompt, last.session_id, is_continue=True)
+            if self._resumable(last, job):
+                self._start_run(job, task.follow_up_prompt, last.session_id, is_continue=True)
+            else:
+                self._fresh_session(job, last, task.follow_up_prompt, is_continue=True)
             return
         if last is not None and last.cause == "worker_lost" and not last.is_retry:
             # The node stopped during the last run: this run is its one automatic retry.
             job.retry_allowed = False
-            self._start_run(
-                job, ac.retry_prompt(last.error or NODE_STOPPED), _resumable(last, job),
-                is_retry=True,
-            )  # fmt: skip
+            if self._resumable(last, job):
+                prompt = ac.retry_prompt(last.error or NODE_STOPPED)
+                self._start_run(job, prompt, last.session_id, is_retry=True)
+            else:
+                self._fresh_session(job, last, None, is_retry=True)
             return
         prompt = ac.task_prompt(task.title, task.description, task.subtasks)
         self._start_run(job, prompt, None)
+
+    def _resumable(self, last: RunState, job: _Job) -> bool:
+        """Whether this slot can resume `last`'s session: Claude Code keeps a session on the
+        machine and HOME of its node, for its working directory."""
+        return bool(
+            last.session_id
+            and last.node_id == self.ctx.node_id
+            and last.workdir == job.workdir
+            and Path(job.workdir).is_dir()
+        )
+
+    def _fresh_session(
+        self,
+        job: _Job,
+        last: RunState,
+        follow_up: str | None,
+        is_retry: bool = False,
+        is_continue: bool = False,
+    ) -> None:
+        """Run the task again in a new session: the task, what the lost run said, and the
+        follow-up; the lost session is recorded (SessionLost) with the new run."""
+        task = job.task
+        base = ac.task_prompt(task.title, task.description, task.subtasks)
+        prompt = ac.fresh_session_prompt(base, last.result, last.error, follow_up)
+        lost = None
+        if last.session_id:
+            if last.node_id != self.ctx.node_id:
+                reason = f"the session is kept by node {last.node_id}, which is gone"
+            else:
+                reason = f"the folder the session ran in ({last.workdir}) is gone"
+            lost = ev.SessionLost(
+                run_number=last.run_number,
+                session_id=last.session_id,
+                node_id=last.node_id,
+                reason=reason,
+            )
+        self._start_run(
+            job, prompt, None, is_retry=is_retry, is_continue=is_continue, session_lost=lost
+        )
 
     def _start_run(
         self,
@@ -254,6 +297,7 @@ class SlotActor(pykka.ThreadingActor):
         resume: str | None,
         is_retry: bool = False,
         is_continue: bool = False,
+        session_lost: ev.SessionLost | None = None,
     ) -> None:
         if job.cancelled:
             self._terminal(job, ev.TaskCancelled())
@@ -272,6 +316,7 @@ class SlotActor(pykka.ThreadingActor):
         if job.kind == "worktree" and job.head_before_run is None:
             job.head_before_run = wt.head_of(job.workdir)
         job.writer.append(
+            *([session_lost] if session_lost is not None else []),
             ev.RunStarted(
                 run_number=job.run_number,
                 is_retry=is_retry,
@@ -283,7 +328,7 @@ class SlotActor(pykka.ThreadingActor):
                 model=config.model,
                 resume_session_id=resume,
                 log_path=str(path),
-            )
+            ),
         )
         job.run_open = True
         spec = RunSpec(
@@ -383,13 +428,6 @@ class SlotActor(pykka.ThreadingActor):
     def _free(self) -> None:
         self._job = None
         self.ctx.on_free(self.number)
-
-
-def _resumable(last: RunState, job: _Job) -> str | None:
-    """The interrupted run's session, when it can be resumed here (same workdir, same node)."""
-    if last.session_id and last.workdir == job.workdir and Path(job.workdir).is_dir():
-        return last.session_id
-    return None
 
 
 def _commit_message(task: TaskState) -> str:

@@ -13,6 +13,7 @@ from events.tasks import (
     RunSessionOpened,
     RunStarted,
     SandboxCreated,
+    SessionLost,
     SubtaskAdded,
     SubtaskCompleted,
     SubtaskReopened,
@@ -59,6 +60,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime Union object is what msgspec decode
     RunStarted,
     RunProcessSpawned,
     RunSessionOpened,
+    SessionLost,
     RunFinished,
 ]
 

@@ -212,6 +212,16 @@ class RunSessionOpened(TaskEvent, frozen=True, kw_only=True):
     permission_mode: str | None = None
 
 
+class SessionLost(TaskEvent, frozen=True, kw_only=True):
+    """The session of run N cannot be resumed (its node is gone, or the folder it ran in):
+    the next run starts a fresh session, with that run's result and error in its prompt."""
+
+    run_number: Positive
+    session_id: str
+    node_id: str
+    reason: str
+
+
 class RunFinished(TaskEvent, frozen=True, kw_only=True):
     """Run N ended, successfully or not, with everything the agent reported."""
 
@@ -257,5 +267,6 @@ TASK_EVENTS: tuple[type[TaskEvent], ...] = (
     RunStarted,
     RunProcessSpawned,
     RunSessionOpened,
+    SessionLost,
     RunFinished,
 )

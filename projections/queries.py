@@ -279,6 +279,16 @@ def tasks_held_by(p: Projection, node_id: str) -> list[tuple[str, str, bool]]:
     return [(r[0], r[1], bool(r[2])) for r in rows]
 
 
+def tasks_held_by_others(p: Projection, alive: list[str]) -> list[tuple[str, str]]:
+    """(id, node) of the unsettled tasks held by a node not in `alive`."""
+    rows = p.con.execute(
+        "SELECT id, claimed_by FROM tasks WHERE status IN ('claimed', 'running') "
+        "AND NOT list_contains(?::VARCHAR[], claimed_by) ORDER BY id",
+        [alive],
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
 RUN_FIELDS = (
     "run_number, is_retry, is_continue, session_id, exit_code, cause, success, turn_count, "
     "tokens_in, tokens_out, cache_read_tokens, cache_creation_tokens, cost_usd, duration_ms, "

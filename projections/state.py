@@ -446,6 +446,10 @@ def _run_session(s: TaskState, e: ev.RunSessionOpened, at: datetime) -> dict[str
     )
 
 
+def _session_lost(s: TaskState, e: ev.SessionLost, at: datetime) -> dict[str, Any]:
+    return {}  # a record for auditors; the next run's RunStarted says what it resumes
+
+
 def _run_finished(s: TaskState, e: ev.RunFinished, at: datetime) -> dict[str, Any]:
     structured = (
         None if e.structured_output is None else msgspec.json.encode(e.structured_output).decode()
@@ -495,5 +499,6 @@ _TASK_STEPS: Final[dict[type[ev.Event], Any]] = {
     ev.RunStarted: _run_started,
     ev.RunProcessSpawned: _run_spawned,
     ev.RunSessionOpened: _run_session,
+    ev.SessionLost: _session_lost,
     ev.RunFinished: _run_finished,
 }

@@ -229,6 +229,20 @@ def test_a_malformed_nats_url_is_refused_at_once(tmp_path: Path, url: str) -> No
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize("value", ["abc", "0", "-1"])
+def test_a_bad_heartbeat_setting_is_refused_at_once(tmp_path: Path, value: str) -> None:
+    node = NodeProcess(tmp_path / "home")
+    node.home.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "claudedo_actors", "up"],
+        env={**node.env(), "CLAUDEDO_HEARTBEAT_S": value},
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert result.stderr.startswith("error: CLAUDEDO_HEARTBEAT_S must be")
+    assert result.stderr.count("\n") == 1
+
+
 def test_a_stopped_bridge_leaves_no_task_pending(jsenv: JetStreamEnv) -> None:
     # A JetStream subscription runs heartbeat and flow-control tasks that a drain leaves
     # running; a loop stopped with them pending logs "Task was destroyed but it is pending".

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import nats
 import psutil
@@ -194,3 +196,94 @@ async def _read_output(url: str, subject: str) -> list[bytes]:
         await nc.close()
     assert split_seen
     return lines
+
+
+# Beats every 0.2 s: a node missing 5 in a row (1 s) is lost.
+_FAST_BEATS = {"CLAUDEDO_HEARTBEAT_S": "0.2"}
+
+
+def _node_id(runner: Runner) -> str:
+    # Not `info`: on a shared NATS any node may answer an API request.
+    return str(json.loads((runner.node.home / "node.json").read_text())["node_id"])
+
+
+def _lost_sessions(runner: Runner, task_id: str) -> list[dict[str, Any]]:
+    return [e for e in runner.ask("audit", task=task_id) if e["type"] == "SessionLost"]
+
+
+def test_a_lost_nodes_task_is_settled_by_another_node_and_retried_in_a_fresh_session(
+    tmp_path: Path, git_repo: Path, nats_url: str
+) -> None:
+    shared = ["--nats", nats_url]
+    a = Runner(tmp_path, 1, name="a", env={**_FAST_BEATS, "FAKE_CLAUDE_SLOW_S": "60"}, extra=shared)
+    b = Runner(tmp_path, 1, name="b", env={**_FAST_BEATS, "FAKE_CLAUDE_SLOW_S": "1"}, extra=shared)
+    a.start()
+    try:
+        list_name = f"lost-{os.getpid()}-{id(a)}"
+        a.add_list(git_repo, list_name)
+        task_id = a.add_task("Slow [fake:slow]", list_name)
+        run1 = a.wait_run(task_id)
+        orphans = [psutil.Process(pid) for pid in processes_marked(task_id)]
+        a_id = _node_id(a)
+        a.node.kill9()  # its agent lives on, and no beat says it is gone
+        b.start()
+        task = b.wait_status(task_id)
+        assert task["status"] == "done"
+        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans)
+        lost, retry = b.ask("runs", task=task_id)
+        assert (lost["cause"], lost["node_id"]) == ("worker_lost", a_id)
+        assert a_id in lost["error"] and "heartbeat" in lost["error"]
+        assert retry["is_retry"] and retry["node_id"] == _node_id(b)
+        assert retry["resume_session_id"] is None  # a's session stays with a
+        (event,) = _lost_sessions(b, task_id)
+        assert event["payload"]["node_id"] == a_id
+        (call,) = b.agent_calls()
+        assert "--resume" not in call["argv"]
+        assert (
+            call["prompt"].startswith("Slow [fake:slow]") and "cannot be resumed" in call["prompt"]
+        )
+        assert run1["session_id"] != retry["session_id"]
+    finally:
+        b.stop()
+        a.stop()
+
+
+def test_a_continue_stays_with_the_node_keeping_its_session_then_starts_fresh_without_it(
+    tmp_path: Path, git_repo: Path, nats_url: str
+) -> None:
+    shared = ["--nats", nats_url]
+    a = Runner(tmp_path, 1, name="a", env=_FAST_BEATS, extra=shared).start()
+    b = Runner(tmp_path, 2, name="b", env=_FAST_BEATS, extra=shared)
+    try:
+        list_name = f"keep-{os.getpid()}-{id(a)}"
+        a.add_list(git_repo, list_name)
+        task_id = a.add_task("Hello", list_name)
+        first = a.wait_status(task_id)["runs"][0]
+        a_id = _node_id(a)
+        b.start()  # free slots, but the session of the task is kept by a
+        b.ask("task.continue", task=task_id, prompt="And now the tests")
+        task = b.wait_status(task_id)
+        assert task["status"] == "done"
+        second = task["runs"][1]
+        assert second["node_id"] == first["node_id"] == a_id
+        assert second["resume_session_id"] == first["session_id"]
+        assert b.agent_calls() == []
+        assert _lost_sessions(b, task_id) == []
+
+        assert a.node.stop() == 0  # a clean stop removes a's entry at once
+        b.ask("task.continue", task=task_id, prompt="And now the docs")
+        task = b.wait_status(task_id)
+        assert task["status"] == "done"
+        third = task["runs"][2]
+        assert third["is_continue"] and third["node_id"] == _node_id(b)
+        assert third["resume_session_id"] is None
+        (event,) = _lost_sessions(b, task_id)
+        assert event["payload"]["node_id"] == a_id
+        assert event["payload"]["session_id"] == second["session_id"]
+        (call,) = b.agent_calls()
+        assert "--resume" not in call["argv"]
+        assert call["prompt"].startswith("Hello") and call["prompt"].endswith("And now the docs")
+        assert second["result"] in call["prompt"]
+    finally:
+        b.stop()
+        a.stop()
