@@ -83,8 +83,9 @@ class QueueActor(pykka.ThreadingActor):
     ) -> None:
         super().__init__()
         self._nodes = nodes
-        # Set when a node came or went: the next scan looks for tasks of lost nodes.
-        self._check_others = False
+        # Set when a node came or went (and every lease): the next scan looks for tasks of
+        # lost nodes. True at first: a restarted queue looks once.
+        self._check_others = True
         self._on_crash = on_crash
         self.node_id = node_id
         self._facade = facade
@@ -114,6 +115,7 @@ class QueueActor(pykka.ThreadingActor):
                 self._slot_free(number)
             case NodesChanged():
                 self._check_others = True
+                self._fence()
                 self._scan()
             case SlotReplaced(number=number, ref=ref):
                 self._slots[number] = ref
@@ -142,15 +144,18 @@ class QueueActor(pykka.ThreadingActor):
     def _scan(self) -> None:
         if self._paused:
             return
-        others = self._check_others and self._nodes is not None and self._nodes.settled()
-        alive = sorted(self._nodes.alive()) if others and self._nodes is not None else None
-        self._check_others = self._check_others and not others
+        nodes = self._nodes
+        others = self._check_others and nodes is not None and nodes.settled()
+        alive = sorted(nodes.alive()) if others and nodes is not None else None
         checkpoint, held, lost, candidates = (
             self._projector().run(functools.partial(self._read_queue, alive=alive)).get()
         )
         self._scanned_to = checkpoint
+        if others:
+            self._check_others = False
         for task_id, holder in lost:
-            if holder != self.node_id:
+            # Asked again now: a beat may have arrived since the read.
+            if nodes is not None and holder != self.node_id and not nodes.may_be_alive(holder):
                 self._settle(task_id, holder)
         for task_id, _status, cancel_requested in held:
             slot = self._running.get(task_id)
@@ -169,9 +174,11 @@ class QueueActor(pykka.ThreadingActor):
         held = q.tasks_held_by(p, self.node_id)
         lost = q.tasks_held_by_others(p, alive) if alive is not None else []
         candidates: list[tuple[TaskState, int, ListState | None]] = []
-        if self._free:
-            # Some queued tasks may wait for the node keeping their session: look further.
-            for task_id in q.queued_task_ids(p, 4 * len(self._free) + 16):
+        page, offset = len(self._free) + 8, 0
+        while len(candidates) < len(self._free):
+            # Queued tasks may be left to the node keeping their session: page on past them.
+            ids = q.queued_task_ids(p, page, offset)
+            for task_id in ids:
                 if len(candidates) == len(self._free):
                     break
                 if task_id in self._running:
@@ -180,6 +187,9 @@ class QueueActor(pykka.ThreadingActor):
                 if task is None or self._reserved(task):
                     continue
                 candidates.append((task, q.task_last_seq(p, task), p.list_state(task.list_id)))
+            if len(ids) < page:
+                break
+            offset, page = offset + page, min(page * 4, 4096)
         return p.checkpoint, held, lost, candidates
 
     def _reserved(self, task: TaskState) -> bool:
@@ -189,6 +199,25 @@ class QueueActor(pykka.ThreadingActor):
         if owner is None or owner == self.node_id:
             return False
         return self._nodes is None or self._nodes.may_be_alive(owner)
+
+    def _fence(self) -> None:
+        """Stop the runs of tasks this node no longer holds: another node settled them while
+        this node's heartbeats did not reach it. Their worktrees keep what the agents did."""
+        for task_id, slot in list(self._running.items()):
+            try:
+                task, _ = self._facade.load_task(task_id, leader=True)
+            except Exception as exc:  # NATS away: the next check (within a lease) asks again
+                log.warning("could not check task %s: %s", task_id[:8], exc)
+                return
+            held = (
+                task is not None
+                and task.claimed_by == self.node_id
+                and task.status in ("claimed", "running")
+            )
+            if not held and task_id in self._running:
+                # A slot that finished the task meanwhile ignores this.
+                log.info("task %s is no longer held by this node: its slot stops", task_id[:8])
+                self._slots[slot].tell(CancelTask(task_id))
 
     def _take_now(self, task_id: str) -> None:
         """A task was just queued: with a free slot, claim it from its own events in the log,

@@ -261,10 +261,11 @@ def _one_line(exc: Exception) -> str:
     return text[:300]
 
 
-def queued_task_ids(p: Projection, limit: int) -> list[str]:
+def queued_task_ids(p: Projection, limit: int, offset: int = 0) -> list[str]:
     """Queued tasks in queue order (first queued first)."""
     rows = p.con.execute(
-        "SELECT id FROM tasks WHERE status = 'queued' ORDER BY queued_at, id LIMIT ?", [limit]
+        "SELECT id FROM tasks WHERE status = 'queued' ORDER BY queued_at, id LIMIT ? OFFSET ?",
+        [limit, offset],
     ).fetchall()
     return [r[0] for r in rows]
 

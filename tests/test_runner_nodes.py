@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,19 @@ import pytest
 from claudedo_actors.follow import follow_output
 from claudedo_actors.run_output import END_HEADER, LINE_HEADER, PART_HEADER
 from events.log import OUTPUT_STREAM
+from tests.conftest import wait_until
 from tests.runner_support import Runner, processes_marked
+
+
+def _processes_of(task_id: str) -> list[psutil.Process]:
+    """The live processes of the task's runs, as psutil handles."""
+    found = []
+    for pid in processes_marked(task_id):
+        try:
+            found.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:  # a process of the run that ended meanwhile
+            continue
+    return found
 
 
 def test_missing_agent_binary_fails_the_task_naming_the_setting(
@@ -87,12 +100,7 @@ def test_a_node_killed_mid_run_settles_the_orphan_on_start_and_resumes_it(
     runner.add_list(git_repo)
     task_id = runner.add_task("Slow [fake:slow]")
     runner.wait_run(task_id)
-    orphans = []
-    for pid in processes_marked(task_id):
-        try:
-            orphans.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:  # a process of the run that ended meanwhile
-            continue
+    orphans = _processes_of(task_id)
     assert orphans
     runner.node.kill9()
     assert all(p.is_running() for p in orphans)  # the agent outlived its node
@@ -198,8 +206,8 @@ async def _read_output(url: str, subject: str) -> list[bytes]:
     return lines
 
 
-# Beats every 0.2 s: a node missing 5 in a row (1 s) is lost.
-_FAST_BEATS = {"CLAUDEDO_HEARTBEAT_S": "0.2"}
+# Beats every 0.4 s: a node missing 5 in a row (2 s) is lost.
+_FAST_BEATS = {"CLAUDEDO_HEARTBEAT_S": "0.4"}
 
 
 def _node_id(runner: Runner) -> str:
@@ -207,26 +215,47 @@ def _node_id(runner: Runner) -> str:
     return str(json.loads((runner.node.home / "node.json").read_text())["node_id"])
 
 
+def _wait_listening(runner: Runner) -> None:
+    """Until the node has listened to heartbeats for a whole lease (it says so in its log)."""
+    wait_until(
+        lambda: "listening to" in runner.node.log_path.read_text(),
+        what=f"node {runner.node.home.name} to listen to heartbeats",
+    )
+
+
 def _lost_sessions(runner: Runner, task_id: str) -> list[dict[str, Any]]:
     return [e for e in runner.ask("audit", task=task_id) if e["type"] == "SessionLost"]
 
 
-def test_a_lost_nodes_task_is_settled_by_another_node_and_retried_in_a_fresh_session(
+def _slow_task_on_a(
     tmp_path: Path, git_repo: Path, nats_url: str
-) -> None:
+) -> tuple[Runner, Runner, str, dict[str, Any]]:
+    """Nodes a (running a slow task, its run 1 started) and b (not started yet), on one NATS."""
     shared = ["--nats", nats_url]
     a = Runner(tmp_path, 1, name="a", env={**_FAST_BEATS, "FAKE_CLAUDE_SLOW_S": "60"}, extra=shared)
     b = Runner(tmp_path, 1, name="b", env={**_FAST_BEATS, "FAKE_CLAUDE_SLOW_S": "1"}, extra=shared)
     a.start()
     try:
-        list_name = f"lost-{os.getpid()}-{id(a)}"
+        list_name = f"slow-{os.getpid()}-{id(a)}"
         a.add_list(git_repo, list_name)
         task_id = a.add_task("Slow [fake:slow]", list_name)
-        run1 = a.wait_run(task_id)
-        orphans = [psutil.Process(pid) for pid in processes_marked(task_id)]
+        return a, b, task_id, a.wait_run(task_id)
+    except BaseException:
+        a.stop()
+        raise
+
+
+def test_a_lost_nodes_task_is_settled_by_another_node_and_retried_in_a_fresh_session(
+    tmp_path: Path, git_repo: Path, nats_url: str
+) -> None:
+    a, b, task_id, run1 = _slow_task_on_a(tmp_path, git_repo, nats_url)
+    try:
+        orphans = _processes_of(task_id)
+        assert orphans
         a_id = _node_id(a)
-        a.node.kill9()  # its agent lives on, and no beat says it is gone
         b.start()
+        _wait_listening(b)  # b hears a's beats: a is alive, its task is left alone
+        a.node.kill9()  # its agent lives on, and no beat says that a is gone
         task = b.wait_status(task_id)
         assert task["status"] == "done"
         assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans)
@@ -252,7 +281,9 @@ def test_a_continue_stays_with_the_node_keeping_its_session_then_starts_fresh_wi
     tmp_path: Path, git_repo: Path, nats_url: str
 ) -> None:
     shared = ["--nats", nats_url]
-    a = Runner(tmp_path, 1, name="a", env=_FAST_BEATS, extra=shared).start()
+    # a's continue runs for 5 s, several leases: b must hear a all along and leave it alone.
+    a_env = {**_FAST_BEATS, "FAKE_CLAUDE_SLOW_S": "5"}
+    a = Runner(tmp_path, 1, name="a", env=a_env, extra=shared).start()
     b = Runner(tmp_path, 2, name="b", env=_FAST_BEATS, extra=shared)
     try:
         list_name = f"keep-{os.getpid()}-{id(a)}"
@@ -261,7 +292,8 @@ def test_a_continue_stays_with_the_node_keeping_its_session_then_starts_fresh_wi
         first = a.wait_status(task_id)["runs"][0]
         a_id = _node_id(a)
         b.start()  # free slots, but the session of the task is kept by a
-        b.ask("task.continue", task=task_id, prompt="And now the tests")
+        _wait_listening(b)
+        b.ask("task.continue", task=task_id, prompt="And now the tests [fake:slow]")
         task = b.wait_status(task_id)
         assert task["status"] == "done"
         second = task["runs"][1]
@@ -269,6 +301,8 @@ def test_a_continue_stays_with_the_node_keeping_its_session_then_starts_fresh_wi
         assert second["resume_session_id"] == first["session_id"]
         assert b.agent_calls() == []
         assert _lost_sessions(b, task_id) == []
+        events = b.events(task_id)
+        assert "TaskRequeued" not in events and events.count("TaskClaimed") == 2
 
         assert a.node.stop() == 0  # a clean stop removes a's entry at once
         b.ask("task.continue", task=task_id, prompt="And now the docs")
@@ -284,6 +318,38 @@ def test_a_continue_stays_with_the_node_keeping_its_session_then_starts_fresh_wi
         assert "--resume" not in call["argv"]
         assert call["prompt"].startswith("Hello") and call["prompt"].endswith("And now the docs")
         assert second["result"] in call["prompt"]
+    finally:
+        b.stop()
+        a.stop()
+
+
+def test_a_node_cut_off_while_its_task_moved_writes_nothing_more_to_it(
+    tmp_path: Path, git_repo: Path, nats_url: str
+) -> None:
+    a, b, task_id, _ = _slow_task_on_a(tmp_path, git_repo, nats_url)
+    try:
+        a_id = _node_id(a)
+        b.start()
+        _wait_listening(b)
+        assert a.node.proc is not None
+        os.kill(a.node.proc.pid, signal.SIGSTOP)  # a stops beating, as if cut off
+        try:
+            # No API request meanwhile: the frozen node is a member of the API's queue group.
+            wait_until(b.agent_calls, what="node b to run the task again")
+        finally:
+            os.kill(a.node.proc.pid, signal.SIGCONT)
+        assert b.wait_status(task_id)["status"] == "done"
+        # a wakes up with a run whose task moved on: its next append is refused, and it stops.
+        wait_until(
+            lambda: "no longer held by this node" in a.node.log_path.read_text(),
+            what="node a to find its task gone",
+        )
+        audit = b.ask("audit", task=task_id)
+        requeued = next(e["seq"] for e in audit if e["type"] == "TaskRequeued")
+        assert all(e["seq"] < requeued for e in audit if e["node"] == a_id)
+        assert b.task(task_id)["status"] == "done"
+        assert processes_marked(task_id) == []
+        assert a.node.stop() == 0
     finally:
         b.stop()
         a.stop()
