@@ -27,7 +27,7 @@ from projections.state import (
     fold_list,
     fold_task,
 )
-from projections.store import arrow_schema, checkpoint_of, open_db
+from projections.store import arrow_schema, checkpoint_of, in_ids, open_db
 
 log = logging.getLogger("claudedo.projector")
 
@@ -159,7 +159,7 @@ class Projection:
     def _rows(
         self, table: str, key: str, ids: list[str], order: str | None = None
     ) -> list[dict[str, Any]]:
-        sql = f"SELECT * FROM {table} WHERE {key} IN (SELECT unnest(?::VARCHAR[]))"
+        sql = f"SELECT * FROM {table} WHERE {in_ids(key, len(ids))}"
         if order:
             sql += f" ORDER BY {order}"
         cur = self.con.execute(sql, [ids])
@@ -295,8 +295,7 @@ class Projection:
         if not wanted:
             return set()
         rows = self.con.execute(
-            f"SELECT {column} FROM {table} WHERE {column} IN (SELECT unnest(?::VARCHAR[]))",
-            [wanted],
+            f"SELECT {column} FROM {table} WHERE {in_ids(column, len(wanted))}", [wanted]
         ).fetchall()
         return {r[0] for r in rows}
 
@@ -400,9 +399,7 @@ class Projection:
     def _replace(self, table: str, states: Sequence[msgspec.Struct], old_ids: list[str]) -> None:
         """Rows of `states` (keyed by `id`); rows of `old_ids` are deleted first."""
         if old_ids:
-            self.con.execute(
-                f"DELETE FROM {table} WHERE id IN (SELECT unnest(?::VARCHAR[]))", [old_ids]
-            )
+            self.con.execute(f"DELETE FROM {table} WHERE {in_ids('id', len(old_ids))}", [old_ids])
         self._insert(table, self._columns(table, states))
 
     def _replace_children(
@@ -410,7 +407,7 @@ class Projection:
     ) -> None:
         if old_task_ids:
             self.con.execute(
-                f"DELETE FROM {table} WHERE task_id IN (SELECT unnest(?::VARCHAR[]))",
+                f"DELETE FROM {table} WHERE {in_ids('task_id', len(old_task_ids))}",
                 [old_task_ids],
             )
         if rows:

@@ -15,6 +15,7 @@ import msgspec
 from events.errors import Ambiguous, Invalid, NotFound
 from projections.projector import Projection
 from projections.state import STATUSES, ListState, TaskState
+from projections.store import in_ids
 
 TASK_COLUMNS = (
     "id, list_id, title, description, status, model, system_prompt, agent_path, "
@@ -170,11 +171,12 @@ def task_detail(p: Projection, task_id: str) -> dict[str, Any]:
 def task_details(p: Projection, task_ids: list[str]) -> list[dict[str, Any]]:
     """`task_detail` of each id, in order, with one query per table for all of them."""
     ids = [task_ids]
+    match = in_ids("task_id", len(task_ids))
     by_id = {
         row["id"]: row
         for row in _dicts(
             p.con.execute(
-                f"SELECT {TASK_COLUMNS} FROM tasks WHERE id IN (SELECT unnest(?::VARCHAR[]))",
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE {in_ids('id', len(task_ids))}",
                 ids,
             )
         )
@@ -186,16 +188,13 @@ def task_details(p: Projection, task_ids: list[str]) -> list[dict[str, Any]]:
         task["subtasks"], task["runs"], task["worktree"] = [], [], None
     children = (
         "SELECT task_id, subtask_id, position, title, done FROM subtasks "
-        "WHERE task_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY task_id, position",
-        "SELECT * FROM runs WHERE task_id IN (SELECT unnest(?::VARCHAR[])) "
-        "ORDER BY task_id, run_number",
+        f"WHERE {match} ORDER BY task_id, position",
+        f"SELECT * FROM runs WHERE {match} ORDER BY task_id, run_number",
     )
     for field, sql in zip(("subtasks", "runs"), children, strict=True):
         for row in _dicts(p.con.execute(sql, ids)):
             by_id[row.pop("task_id")][field].append(row)
-    for row in _dicts(
-        p.con.execute("SELECT * FROM worktrees WHERE task_id IN (SELECT unnest(?::VARCHAR[]))", ids)
-    ):
+    for row in _dicts(p.con.execute(f"SELECT * FROM worktrees WHERE {match}", ids)):
         by_id[row.pop("task_id")]["worktree"] = row
     return [by_id[t] for t in task_ids]
 

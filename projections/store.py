@@ -56,3 +56,18 @@ def arrow_schema(con: duckdb.DuckDBPyConnection, table: str) -> pa.Schema:
 def checkpoint_of(con: duckdb.DuckDBPyConnection) -> int:
     row = con.execute("SELECT seq FROM projection_checkpoint WHERE name = 'main'").fetchone()
     return int(row[0]) if row else 0
+
+
+# Up to this many ids are matched with a filter, more with a join. Each DuckDB hash join
+# allocates buffer blocks whose handles linger in DuckDB's eviction queue; the projector ran a
+# few such joins per batch, and the node's memory grew with every finished task
+# (docs/benchmarks.md, "Node memory"). A filter allocates none, and costs a comparison per id
+# per row, hence the limit.
+FILTER_MAX_IDS = 64
+
+
+def in_ids(column: str, n: int) -> str:
+    """A condition matching `column` against the VARCHAR[] parameter of `n` ids."""
+    if n <= FILTER_MAX_IDS:
+        return f"list_contains(?::VARCHAR[], {column})"
+    return f"{column} IN (SELECT unnest(?::VARCHAR[]))"

@@ -243,3 +243,14 @@ def test_values_outside_storable_ranges_are_refused_at_decode(tmp_path: Path) ->
     p = Projection(tmp_path / "p.duckdb")
     assert p.apply(log.raws) == 3
     assert p.con.execute("SELECT seq FROM skipped_messages ORDER BY seq").fetchall() == [(2,), (3,)]
+
+
+@pytest.mark.parametrize("n", [1, 64, 65, 500])
+def test_an_id_match_finds_the_same_rows_as_a_filter_or_a_join(tmp_path: Path, n: int) -> None:
+    from projections.store import in_ids, open_db
+
+    con = open_db(tmp_path / "ids.duckdb")
+    con.execute("CREATE TABLE t AS SELECT 'id-' || range AS id FROM range(1000)")
+    wanted = [f"id-{i * 2}" for i in range(n)] + ["missing"]
+    rows = con.execute(f"SELECT id FROM t WHERE {in_ids('id', len(wanted))}", [wanted]).fetchall()
+    assert sorted(r[0] for r in rows) == sorted(w for w in wanted if w != "missing")
