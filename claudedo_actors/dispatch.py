@@ -214,7 +214,7 @@ class QueueActor(pykka.ThreadingActor):
                 and task.claimed_by == self.node_id
                 and task.status in ("claimed", "running")
             )
-            if not held and task_id in self._running:
+            if not held:
                 # A slot that finished the task meanwhile ignores this.
                 log.info("task %s is no longer held by this node: its slot stops", task_id[:8])
                 self._slots[slot].tell(CancelTask(task_id))
@@ -249,8 +249,6 @@ class QueueActor(pykka.ThreadingActor):
             settle_orphan(self._facade, task_id, self.node_id, holder)
         except Exception:
             log.exception("could not settle task %s; will try again", task_id[:8])
-            if holder is not None:
-                self._check_others = True
 
     def _claim(self, task: TaskState, last_seq: int, lst: ListState | None) -> bool:
         slot = self._free[0]
