@@ -13,7 +13,7 @@ import msgspec
 
 import events as ev
 from events.errors import ClaudeDoError
-from projections import ListState, SubtaskState, TaskState
+from projections import ListState, RunState, SubtaskState, TaskState
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
 # Headless runs cannot ask for permission. This default lets the agent edit files and run
@@ -60,6 +60,21 @@ def task_prompt(title: str, description: str, subtasks: Sequence[SubtaskState]) 
 
 def retry_prompt(error: str) -> str:
     return f"The previous attempt failed with:\n\n{error}\n\nTry again and fix the issues."
+
+
+def retries_lost_run(last: RunState | None) -> bool:
+    """Whether the next run is the automatic retry of a run its node lost (stopped or died)."""
+    return last is not None and last.cause == "worker_lost" and not last.is_retry
+
+
+def session_node(task: TaskState) -> str | None:
+    """The node keeping the session that the next run of a queued task resumes, if any."""
+    last = task.runs[-1] if task.runs else None
+    if last is None or not last.session_id:
+        return None
+    if task.follow_up_prompt is not None or retries_lost_run(last):
+        return last.node_id
+    return None
 
 
 def fresh_session_prompt(

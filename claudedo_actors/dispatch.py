@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import pykka
 
 import events as ev
+from claudedo_actors.agent_command import session_node
 from claudedo_actors.log_facade import LogFacade
 from claudedo_actors.messages import (
     Assign,
@@ -55,18 +56,6 @@ class NodesView(Protocol):
     def settled(self) -> bool: ...
 
     def may_be_alive(self, node_id: str) -> bool: ...
-
-
-def session_node(task: TaskState) -> str | None:
-    """The node keeping the session that the next run of a queued task resumes, if any."""
-    last = task.runs[-1] if task.runs else None
-    if last is None or not last.session_id:
-        return None
-    if task.follow_up_prompt is not None:
-        return last.node_id
-    if last.cause == "worker_lost" and not last.is_retry:
-        return last.node_id
-    return None
 
 
 class QueueActor(pykka.ThreadingActor):

@@ -239,7 +239,7 @@ class SlotActor(pykka.ThreadingActor):
             else:
                 self._fresh_session(job, last, task.follow_up_prompt, is_continue=True)
             return
-        if last is not None and last.cause == "worker_lost" and not last.is_retry:
+        if last is not None and ac.retries_lost_run(last):
             # The node stopped during the last run: this run is its one automatic retry.
             job.retry_allowed = False
             if self._resumable(last, job):
