@@ -49,6 +49,12 @@ _DATA_ERRORS = (
 # older task is read back from its rows (four queries) when it changes again; the cache does
 # not grow with the number of finished tasks beyond this.
 _CACHE_SIZE = 2_000
+# DuckDB keeps what a connection's work allocated (its allocator's extents, blocks of the
+# file it read) until the database is closed, so a long-lived connection grows with the file.
+# The writer reopens its connection after this many applied events (about 500 tasks' worth;
+# opening costs about 25 ms), which bounds the node's memory however many tasks finish, and
+# keeps each checkpoint (and the memory it takes while it runs) small.
+_REOPEN_EVENTS = 5_000
 _json = msgspec.json.Encoder()
 
 
@@ -97,6 +103,7 @@ class Projection:
         }
         self._lists: OrderedDict[str, ListState] = OrderedDict()
         self._tasks: OrderedDict[str, TaskState] = OrderedDict()
+        self._opened_at = self.checkpoint
 
     def finish(self) -> None:
         """Bulk mode: wait for the events rows, then write every state's rows in one go."""
@@ -178,14 +185,24 @@ class Projection:
         was_enabled = gc.isenabled()
         gc.disable()
         try:
-            return self._apply(batch)
+            checkpoint = self._apply(batch)
         except _DATA_ERRORS as exc:
             if self.bulk:
                 raise
-            return self._isolate(batch, exc)
+            checkpoint = self._isolate(batch, exc)
         finally:
             if was_enabled:
                 gc.enable()
+        if checkpoint - self._opened_at >= _REOPEN_EVENTS and not self.bulk:
+            self.reopen()
+        return checkpoint
+
+    def reopen(self) -> None:
+        """Close the connection and open the file again (see _REOPEN_EVENTS)."""
+        self.con.execute("CHECKPOINT")
+        self.con.close()
+        self.con = open_db(self.path)
+        self._opened_at = self.checkpoint
 
     def _isolate(self, batch: Sequence[ev.RawEvent], exc: BaseException) -> int:
         """A batch whose rows cannot be stored: apply its events one at a time; one that

@@ -254,3 +254,30 @@ def test_an_id_match_finds_the_same_rows_as_a_filter_or_a_join(tmp_path: Path, n
     wanted = [f"id-{i * 2}" for i in range(n)] + ["missing"]
     rows = con.execute(f"SELECT id FROM t WHERE {in_ids('id', len(wanted))}", [wanted]).fetchall()
     assert sorted(r[0] for r in rows) == sorted(w for w in wanted if w != "missing")
+
+
+def test_the_writer_reopens_its_connection_and_goes_on_where_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection is reopened every so many events (it bounds DuckDB's memory); the
+    rows, the checkpoint and the cached states carry on as if it had not been."""
+    monkeypatch.setattr("projections.projector._REOPEN_EVENTS", 5)
+    log = Log()
+    _one_task_lifecycle(log)
+    p = Projection(tmp_path / "p.duckdb")
+    connections = [p.con]  # kept, so that no two are ever the same object
+    for raw in log.raws:
+        assert p.apply([raw]) == raw.seq
+        if p.con is not connections[-1]:
+            connections.append(p.con)
+        assert p.con.execute("SELECT seq FROM projection_checkpoint").fetchone() == (raw.seq,)
+    assert len(connections) == 3  # reopened after events 5 and 10 of 11
+    assert p.con.execute("SELECT status, run_count FROM tasks").fetchall() == [("done", 1)]
+    assert p.con.execute("SELECT count(*) FROM events").fetchone() == (len(log.raws),)
+    p.close()
+    fresh = Projection(tmp_path / "fresh.duckdb")
+    fresh.apply(log.raws)
+    reopened = Projection(tmp_path / "p.duckdb")
+    for table in ("tasks", "runs", "worktrees", "subtasks"):
+        query = f"SELECT * FROM {table}"
+        assert reopened.con.execute(query).fetchall() == fresh.con.execute(query).fetchall()
