@@ -7,6 +7,7 @@ import gc
 import logging
 import queue
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -53,8 +54,11 @@ _CACHE_SIZE = 2_000
 # file it read) until the database is closed, so a long-lived connection grows with the file.
 # The writer reopens its connection after this many applied events (about 500 tasks' worth;
 # opening costs about 25 ms), which bounds the node's memory however many tasks finish, and
-# keeps each checkpoint (and the memory it takes while it runs) small.
+# keeps each checkpoint (and the memory it takes while it runs) small. Not more often than
+# every _REOPEN_MIN_S: a catch-up applies thousands of events a second, and reopening after
+# each of its batches made it about a quarter slower.
 _REOPEN_EVENTS = 5_000
+_REOPEN_MIN_S = 10.0
 _json = msgspec.json.Encoder()
 
 
@@ -109,6 +113,7 @@ class Projection:
         self._lists: OrderedDict[str, ListState] = OrderedDict()
         self._tasks: OrderedDict[str, TaskState] = OrderedDict()
         self._opened_at = self.checkpoint
+        self._opened_at_s = time.monotonic()
 
     def finish(self) -> None:
         """Bulk mode: wait for the events rows, then write every state's rows in one go."""
@@ -199,7 +204,11 @@ class Projection:
         finally:
             if was_enabled:
                 gc.enable()
-        if checkpoint - self._opened_at >= _REOPEN_EVENTS and not self.bulk:
+        if (
+            checkpoint - self._opened_at >= _REOPEN_EVENTS
+            and time.monotonic() - self._opened_at_s >= _REOPEN_MIN_S
+            and not self.bulk
+        ):
             self.reopen()
         return checkpoint
 
@@ -209,6 +218,7 @@ class Projection:
         self.con.close()
         self.con = open_db(self.path)
         self._opened_at = self.checkpoint
+        self._opened_at_s = time.monotonic()
 
     def _isolate(self, batch: Sequence[ev.RawEvent], exc: BaseException) -> int:
         """A batch whose rows cannot be stored: apply its events one at a time; one that

@@ -294,6 +294,7 @@ def test_the_writer_reopens_its_connection_and_goes_on_where_it_was(
     """The connection is reopened every so many events (it bounds DuckDB's memory); the
     rows, the checkpoint and the cached states carry on as if it had not been."""
     monkeypatch.setattr("projections.projector._REOPEN_EVENTS", 5)
+    monkeypatch.setattr("projections.projector._REOPEN_MIN_S", 0.0)
     log = Log()
     _one_task_lifecycle(log)
     p = Projection(tmp_path / "p.duckdb")

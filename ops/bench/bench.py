@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -248,25 +249,44 @@ def bench_projector(sizes: list[int]) -> None:
 
 
 def _node_catch_up(url: str, home: Path, last: int) -> float:
-    """A node started on a log of `last` events: events/s until its projection holds them."""
+    """A node started on a log of `last` events: events/s until its projection holds them.
+
+    Timed from the node's "catching up" log line (start-up: interpreter, imports, connection,
+    is not catch-up) to the projection's checkpoint reaching `last`.
+    """
     from claudedo_actors.client import NodeClient
 
-    env = {**os.environ, "CLAUDEDO_HOME": str(home), "CLAUDEDO_LOG_LEVEL": "WARNING"}
-    t = time.perf_counter()
-    node = subprocess.Popen([sys.executable, "-m", "claudedo_actors", "up", "--nats", url], env=env)
+    env = {**os.environ, "CLAUDEDO_HOME": str(home), "CLAUDEDO_LOG_LEVEL": "INFO"}
+    began: list[float] = []
+    node = subprocess.Popen(
+        [sys.executable, "-m", "claudedo_actors", "up", "--nats", url],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def watch() -> None:
+        assert node.stderr is not None
+        for line in node.stderr:
+            if not began and "catching up" in line:
+                began.append(time.perf_counter())
+
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
     try:
         while not (home / "node.json").exists():
             time.sleep(0.01)
-        started = time.perf_counter()
         client = NodeClient(home)
         while client.request("info", {})["checkpoint_seq"] < last:
             time.sleep(0.01)
-        # Start-up (interpreter, imports, connection) is not catch-up: measured from ready.
-        del t
-        return last / (time.perf_counter() - started)
+        ended = time.perf_counter()
+        if not began:
+            raise RuntimeError("the node did not log its catch-up")
+        return last / (ended - began[0])
     finally:
         node.terminate()
         node.wait()
+        reader.join(5)
 
 
 # --- CLI round trip and filtered query -----------------------------------------------------
