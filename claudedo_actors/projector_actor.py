@@ -22,13 +22,15 @@ T = TypeVar("T")
 _BATCH = 5_000
 # Behind by more than this, the feed first catches up with the bulk replay reader.
 _CATCH_UP_LAG = 2_000
-# A batch costs about the same for one event as for ten (one DuckDB transaction of several
+# A batch costs about the same for one event as for fifty (one DuckDB transaction of several
 # statements, each about a millisecond of CPU). Under load, the feed lets events gather for
 # up to _LINGER_S after the last batch before applying the next, so the projector costs a
 # bounded share of a core however fast tasks run. A command does not wait for that: an event
 # after a quiet moment is applied at once, and so is the log as soon as a command waits for
-# its events (read-your-writes stays immediate); a query waits for the next batch.
-_LINGER_S = 0.25
+# its events (read-your-writes stays immediate). A query waits for the next batch, which
+# comes at most _QUERY_LINGER_S after the last one while a query waits.
+_LINGER_S = 1.0
+_QUERY_LINGER_S = 0.25
 _MIN_BACKOFF_S = 0.1
 _MAX_BACKOFF_S = 5.0
 
@@ -113,9 +115,11 @@ class ProjectionFeed:
         # Told each new checkpoint, on the loop: must not block (actors get a message).
         self.listeners: list[Callable[[int], None]] = []
         self._changed = asyncio.Condition()
-        # Set while a command waits for a sequence the projection does not hold yet.
-        self._wanted = asyncio.Event()
+        # Commands and queries waiting for a sequence the projection does not hold yet; the
+        # event wakes the feed when one starts waiting.
         self._hurrying = 0
+        self._querying = 0
+        self._waiter_came = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -163,10 +167,8 @@ class ProjectionFeed:
             try:
                 while True:
                     batch = await reader.next_batch(_BATCH, timeout_s=None)
-                    linger_s = _LINGER_S - (loop.time() - applied_at)
-                    if linger_s > 0 and len(batch) < _BATCH and not self._wanted.is_set():
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._wanted.wait(), linger_s)
+                    if len(batch) < _BATCH:
+                        await self._linger(applied_at)
                         batch.extend(reader.take_ready(_BATCH - len(batch)))
                     try:
                         cp = await _ask(self._projector().apply(batch))
@@ -192,6 +194,19 @@ class ProjectionFeed:
             finally:
                 await reader.close()
 
+    async def _linger(self, applied_at: float) -> None:
+        """Let events gather until the linger since the last batch is over, cut short when a
+        command or query starts waiting."""
+        loop = asyncio.get_running_loop()
+        while not self._hurrying:
+            linger_s = _QUERY_LINGER_S if self._querying else _LINGER_S
+            left_s = applied_at + linger_s - loop.time()
+            if left_s <= 0:
+                return
+            self._waiter_came.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._waiter_came.wait(), left_s)
+
     async def _advance(self, cp: int) -> None:
         async with self._changed:
             self.checkpoint = cp
@@ -212,7 +227,9 @@ class ProjectionFeed:
             return
         if hurry:
             self._hurrying += 1
-            self._wanted.set()
+        else:
+            self._querying += 1
+        self._waiter_came.set()
         try:
             async with self._changed:
                 await asyncio.wait_for(
@@ -221,5 +238,5 @@ class ProjectionFeed:
         finally:
             if hurry:
                 self._hurrying -= 1
-                if not self._hurrying:
-                    self._wanted.clear()
+            else:
+                self._querying -= 1

@@ -423,11 +423,7 @@ class Projection:
     ) -> None:
         """The flat events rows, the skipped messages and the checkpoint (in con's txn)."""
         if events is not None:
-            con.register("_events", events)
-            try:
-                con.execute("INSERT INTO events BY NAME SELECT * FROM _events")
-            finally:
-                _unregister(con, "_events")
+            _insert_arrow(con, "events", events)
         if skipped:
             now = datetime.now(UTC)
             cols = {
@@ -436,13 +432,11 @@ class Projection:
                 "reason": [reason for _, reason in skipped],
                 "recorded_at": [now] * len(skipped),
             }
-            con.register(
-                "_skipped", pa.Table.from_pydict(cols, schema=self._schemas["skipped_messages"])
+            _insert_arrow(
+                con,
+                "skipped_messages",
+                pa.Table.from_pydict(cols, schema=self._schemas["skipped_messages"]),
             )
-            try:
-                con.execute("INSERT INTO skipped_messages BY NAME SELECT * FROM _skipped")
-            finally:
-                _unregister(con, "_skipped")
         con.execute("UPDATE projection_checkpoint SET seq = ? WHERE name = 'main'", [checkpoint])
 
     def _replace(self, table: str, states: Sequence[msgspec.Struct], old_ids: list[str]) -> None:
@@ -463,12 +457,7 @@ class Projection:
             self._insert(table, self._columns(table, rows))
 
     def _insert(self, table: str, cols: dict[str, list[Any]]) -> None:
-        arrow = pa.Table.from_pydict(cols, schema=self._schemas[table])
-        self.con.register("_batch", arrow)
-        try:
-            self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _batch")
-        finally:
-            _unregister(self.con, "_batch")
+        _insert_arrow(self.con, table, pa.Table.from_pydict(cols, schema=self._schemas[table]))
 
     def _columns(self, table: str, states: Sequence[msgspec.Struct]) -> dict[str, list[Any]]:
         return {name: [getattr(s, name) for s in states] for name in self._schemas[table].names}
@@ -548,13 +537,10 @@ class _EventRows:
         )  # fmt: skip
 
     def table(self, schema: pa.Schema) -> pa.Table:
-        columns = list(zip(*self.rows, strict=True))
+        columns = dict(zip(_EVENT_COLUMNS, zip(*self.rows, strict=True), strict=True))
+        # In the table's column order (see _insert_arrow).
         return pa.Table.from_arrays(
-            [
-                pa.array(c, type=schema.field(n).type)
-                for c, n in zip(columns, _EVENT_COLUMNS, strict=True)
-            ],
-            names=list(_EVENT_COLUMNS),
+            [pa.array(columns[f.name], type=f.type) for f in schema], schema=schema
         )
 
 
@@ -564,11 +550,12 @@ _EVENT_COLUMNS = (
 )  # fmt: skip
 
 
-def _unregister(con: duckdb.DuckDBPyConnection, name: str) -> None:
-    # In a transaction a failed statement aborted, unregistering fails too; the original
-    # error is the one to see, and the next register() replaces the name anyway.
-    with contextlib.suppress(duckdb.TransactionException):
-        con.unregister(name)
+def _insert_arrow(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
+    """Append `rows` to `table`; their schema is the table's own (store.arrow_schema), so
+    the columns match by position. One statement, where registering the Arrow table as a
+    view, inserting from it and unregistering it took three (about a tenth of a live batch's
+    cost)."""
+    con.from_arrow(rows).insert_into(table)
 
 
 def _remember(cache: OrderedDict[str, _S], changed: dict[str, _S]) -> None:
