@@ -97,6 +97,9 @@ class Projection:
         # again) are looked up, in the few row groups their range covers, instead of every
         # batch scanning an events table that grows with the log.
         self._max_event_id = self._applied_max_event_id()
+        # The highest sequence among skipped messages: a task changed after it has none of
+        # its own skipped messages later than its last event (queries.task_last_seq).
+        self.max_skipped_seq = self._applied_max_skipped_seq()
         self.checkpoint = checkpoint_of(self.con)
         self._schemas = {
             t: arrow_schema(self.con, t)
@@ -302,6 +305,8 @@ class Projection:
         new_checkpoint = fresh[-1].seq
         for raw, reason in skipped:
             log.warning("skipped message seq=%d subject=%s: %s", raw.seq, raw.subject, reason)
+        if skipped and self.bulk:
+            self.max_skipped_seq = max(self.max_skipped_seq, *(raw.seq for raw, _ in skipped))
         if self.bulk:
             # States stay in memory (finish() writes their rows once); the events rows and the
             # checkpoint are written by a second thread while the next batch is folded.
@@ -349,6 +354,10 @@ class Projection:
             return {i for i in ids if i in self._bulk_ids}
         older = [i for i in ids if i <= self._max_event_id]
         return self._present("events", "event_id", older, ordered=True)
+
+    def _applied_max_skipped_seq(self) -> int:
+        row = self.con.execute("SELECT coalesce(max(seq), 0) FROM skipped_messages").fetchone()
+        return int(row[0]) if row else 0
 
     def _applied_max_event_id(self) -> str:
         row = self.con.execute("SELECT max(event_id) FROM events").fetchone()
@@ -408,6 +417,8 @@ class Projection:
                 con, rows.table(self._schemas["events"]) if rows.rows else None, skipped, checkpoint
             )
             con.commit()
+            if skipped:
+                self.max_skipped_seq = max(self.max_skipped_seq, *(raw.seq for raw, _ in skipped))
         except BaseException:
             con.rollback()
             # The caches may hold states of the failed batch: forget them all.

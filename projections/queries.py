@@ -131,6 +131,8 @@ def lists_last_seq(p: Projection) -> int:
 
 def task_last_seq(p: Projection, task: TaskState) -> int:
     """The last sequence on the task's subjects, its skipped messages included."""
+    if p.max_skipped_seq <= task.last_seq:
+        return task.last_seq  # no skipped message after the task's last event (the usual)
     row = p.con.execute(
         "SELECT coalesce(max(seq), 0) FROM skipped_messages WHERE starts_with(subject, ?)",
         [f"claudedo.evt.task.{task.id}."],

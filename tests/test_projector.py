@@ -148,6 +148,30 @@ def test_foreign_messages_are_skipped_and_recorded(tmp_path: Path) -> None:
     assert p.con.execute("SELECT count(*) FROM tasks").fetchone() == (1,)
 
 
+@pytest.mark.parametrize("bulk", [False, True])
+def test_a_tasks_last_sequence_counts_its_skipped_messages(tmp_path: Path, bulk: bool) -> None:
+    from projections.queries import task_last_seq
+
+    log = Log()
+    log.add(ev.ListCreated(name="l"), "l1")
+    log.add(ev.TaskCreated(list_id="l1", title="t"), "t1")
+    log.add(ev.TaskCreated(list_id="l1", title="u"), "t2")
+    log.add_raw("claudedo.evt.task.t1.TaskQueued", b"{}")  # seq 4, skipped
+    log.add(ev.TaskQueued(), "t2")  # seq 5
+    p = Projection(tmp_path / "p.duckdb", bulk=bulk)
+    p.apply(log.raws)
+    p.finish()
+
+    def last_seqs(projection: Projection) -> tuple[int, int, int]:
+        t1, t2 = projection.task_state("t1"), projection.task_state("t2")
+        assert t1 is not None and t2 is not None
+        return t1.last_seq, task_last_seq(projection, t1), task_last_seq(projection, t2)
+
+    assert last_seqs(p) == (2, 4, 5)
+    p.close()
+    assert last_seqs(Projection(tmp_path / "p.duckdb")) == (2, 4, 5)  # after a restart
+
+
 def test_an_event_stored_twice_is_applied_once(tmp_path: Path) -> None:
     log = Log()
     log.add(ev.ListCreated(name="l"), "l1")
