@@ -315,7 +315,7 @@ class Projection:
             assert self._writer is not None and self._bulk_ids is not None
             self._bulk_ids.update(env.event_id for _, env in decoded)
             self._writer.submit(
-                rows.table(self._schemas["events"]) if rows.rows else None,
+                rows.table(self._schemas["events"]) if rows else None,
                 skipped,
                 new_checkpoint,
             )
@@ -414,7 +414,7 @@ class Projection:
                         table, [t.id for t in moved if t.id not in created], rows_of
                     )
             self._write_events(
-                con, rows.table(self._schemas["events"]) if rows.rows else None, skipped, checkpoint
+                con, rows.table(self._schemas["events"]) if rows else None, skipped, checkpoint
             )
             con.commit()
             if skipped:
@@ -530,28 +530,40 @@ class _BulkWriter:
 
 
 class _EventRows:
-    """The flat `events` rows of a batch, from the decoded envelopes."""
+    """The flat `events` rows of a batch, from the decoded envelopes, kept as columns."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple[Any, ...]] = []
+        self.columns: dict[str, list[Any]] = {name: [] for name in _EVENT_COLUMNS}
+        # The columns' append methods, in _EVENT_COLUMNS order: one call per value.
+        self._appends = [self.columns[name].append for name in _EVENT_COLUMNS]
+
+    def __len__(self) -> int:
+        return len(self.columns["seq"])
 
     def add(self, raw: ev.RawEvent, env: ev.Envelope, list_id: str) -> None:
         cls = type(env.event)
         aggregate = cls.AGGREGATE
-        self.rows.append(
-            (
-                raw.seq, env.event_id, raw.subject, cls.__name__, env.schema_version, aggregate,
-                env.aggregate_id, env.aggregate_id if aggregate == "task" else None, list_id,
-                env.occurred_at, env.node_id, env.actor, env.correlation_id,
-                _json.encode(env.event).decode(),
-            )
-        )  # fmt: skip
+        (seq, event_id, subject, type_, version, agg, agg_id, task, lst, at, node, actor, cor,
+         payload) = self._appends  # fmt: skip
+        seq(raw.seq)
+        event_id(env.event_id)
+        subject(raw.subject)
+        type_(cls.__name__)
+        version(env.schema_version)
+        agg(aggregate)
+        agg_id(env.aggregate_id)
+        task(env.aggregate_id if aggregate == "task" else None)
+        lst(list_id)
+        at(env.occurred_at)
+        node(env.node_id)
+        actor(env.actor)
+        cor(env.correlation_id)
+        payload(_json.encode(env.event).decode())
 
     def table(self, schema: pa.Schema) -> pa.Table:
-        columns = dict(zip(_EVENT_COLUMNS, zip(*self.rows, strict=True), strict=True))
         # In the table's column order (see _insert_arrow).
         return pa.Table.from_arrays(
-            [pa.array(columns[f.name], type=f.type) for f in schema], schema=schema
+            [pa.array(self.columns[f.name], type=f.type) for f in schema], schema=schema
         )
 
 
