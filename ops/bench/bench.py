@@ -240,12 +240,80 @@ def bench_projector(sizes: list[int]) -> None:
             report(
                 f"rebuild ({n:,} events)", events_per_s=rebuild, vs_raw_read_pct=100 * rebuild / raw
             )
+            _projector_parts(n, [b for b in replay(url, STREAM, 1, last)], folder)
             catch_up = _node_catch_up(url, folder / "home", last)
             report(
                 f"node catch-up ({n:,} events)",
                 events_per_s=catch_up,
                 vs_raw_read_pct=100 * catch_up / raw,
             )
+
+
+def _projector_parts(n: int, batches: list[list[ev.RawEvent]], folder: Path) -> None:
+    """What each step of applying the log costs alone, in-process, on events already read:
+    decode, subject check, fold, events rows; then all of it with DuckDB (best of three)."""
+    import gc
+
+    from projections.projector import Projection, _decode_checked, _EventRows
+    from projections.state import fold_list, fold_task
+
+    raws = [r for b in batches for r in b]
+    envs = [ev.decode(r.data) for r in raws]
+    rows_of = {raw.seq: env for raw, env in zip(raws, envs, strict=True)}
+    schema = Projection(folder / "schema.duckdb")._schemas["events"]
+
+    def decode() -> None:
+        for raw in raws:
+            ev.decode(raw.data)
+
+    def checked() -> None:
+        for raw in raws:
+            _decode_checked(raw)
+
+    def fold() -> None:
+        lists: dict[str, Any] = {}
+        tasks: dict[str, Any] = {}
+        for raw, env in zip(raws, envs, strict=True):
+            if type(env.event).AGGREGATE == "list":
+                lists[env.aggregate_id] = fold_list(lists.get(env.aggregate_id), env, raw.seq)
+            else:
+                tasks[env.aggregate_id] = fold_task(tasks.get(env.aggregate_id), env, raw.seq)
+
+    def rows() -> None:
+        for batch in batches:
+            out = _EventRows()
+            for raw in batch:
+                out.add(raw, rows_of[raw.seq], "l1")
+            out.table(schema)
+
+    def everything() -> None:
+        path = folder / "parts.duckdb"
+        path.unlink(missing_ok=True)
+        p = Projection(path, bulk=True)
+        for batch in batches:
+            p.apply(batch)
+        p.finish()
+        p.close()
+
+    for label, fn in (
+        ("decode", decode),
+        ("decode and subject check", checked),
+        ("fold", fold),
+        ("events rows and their Arrow columns", rows),
+        ("all but reading: decode, fold, rows, DuckDB writes", everything),
+    ):
+        best = float("inf")
+        for _ in range(3):
+            gc.disable()
+            t = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t)
+            gc.enable()
+        report(
+            f"projector part: {label} ({n:,} events)",
+            us_per_event=best * 1e6 / len(raws),
+            events_per_s=len(raws) / best,
+        )
 
 
 def _node_catch_up(url: str, home: Path, last: int) -> float:
