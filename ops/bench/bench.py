@@ -494,7 +494,7 @@ def main() -> int:
     parser.add_argument("--dispatch-tasks", type=int, default=100)
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--slots", type=int, nargs="+", default=[2, 4])
-    parser.add_argument("--repeat", type=int, default=3, help="runs per figure of `tasks`")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per figure of `tasks`")
     parser.add_argument("--rss-tasks", type=int, nargs="+", default=[100, 1_000, 10_000])
     parser.add_argument("--log-events", type=int, default=20_000)
     parser.add_argument("--projector-events", type=int, nargs="+", default=[100_000, 1_000_000])

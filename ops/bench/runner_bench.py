@@ -205,7 +205,7 @@ def _bare_costs(base: Path, repo: Path, n: int) -> tuple[list[float], list[float
 # --- throughput ----------------------------------------------------------------------------------
 
 
-def bench_throughput(report: Report, n: int, slot_counts: list[int], repeat: int = 3) -> None:
+def bench_throughput(report: Report, n: int, slot_counts: list[int], repeat: int = 5) -> None:
     """ClaudeDo and the bare work, alternately, `repeat` times each; medians and their ratio.
 
     Alternating runs and taking medians keeps one slow moment of the machine from deciding the
