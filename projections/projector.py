@@ -305,9 +305,8 @@ class Projection:
         new_checkpoint = fresh[-1].seq
         for raw, reason in skipped:
             log.warning("skipped message seq=%d subject=%s: %s", raw.seq, raw.subject, reason)
-        if skipped and self.bulk:
-            self.max_skipped_seq = max(self.max_skipped_seq, *(raw.seq for raw, _ in skipped))
         if self.bulk:
+            self._note_skipped(skipped)
             # States stay in memory (finish() writes their rows once); the events rows and the
             # checkpoint are written by a second thread while the next batch is folded.
             self._lists.update(changed_lists)
@@ -354,6 +353,10 @@ class Projection:
             return {i for i in ids if i in self._bulk_ids}
         older = [i for i in ids if i <= self._max_event_id]
         return self._present("events", "event_id", older, ordered=True)
+
+    def _note_skipped(self, skipped: list[tuple[ev.RawEvent, str]]) -> None:
+        if skipped:
+            self.max_skipped_seq = max(self.max_skipped_seq, max(raw.seq for raw, _ in skipped))
 
     def _applied_max_skipped_seq(self) -> int:
         row = self.con.execute("SELECT coalesce(max(seq), 0) FROM skipped_messages").fetchone()
@@ -417,8 +420,7 @@ class Projection:
                 con, rows.table(self._schemas["events"]) if rows else None, skipped, checkpoint
             )
             con.commit()
-            if skipped:
-                self.max_skipped_seq = max(self.max_skipped_seq, *(raw.seq for raw, _ in skipped))
+            self._note_skipped(skipped)
         except BaseException:
             con.rollback()
             # The caches may hold states of the failed batch: forget them all.

@@ -105,7 +105,7 @@ def test_a_command_after_a_query_started_waiting_still_hurries(feed: Feed) -> No
 
     async def both() -> None:
         query = asyncio.ensure_future(feed.feed.wait_for(last, timeout_s=30.0, hurry=False))
-        await asyncio.sleep(0)  # lets the query start waiting first
+        await asyncio.sleep(0)  # ok: one turn of the loop, so the query starts waiting first
         await feed.feed.wait_for(last, timeout_s=30.0, hurry=True)
         await query
 
