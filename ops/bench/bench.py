@@ -240,7 +240,7 @@ def bench_projector(sizes: list[int]) -> None:
             report(
                 f"rebuild ({n:,} events)", events_per_s=rebuild, vs_raw_read_pct=100 * rebuild / raw
             )
-            _projector_parts(n, [b for b in replay(url, STREAM, 1, last)], folder)
+            _projector_parts(n, list(replay(url, STREAM, 1, last)), folder)
             catch_up = _node_catch_up(url, folder / "home", last)
             report(
                 f"node catch-up ({n:,} events)",
@@ -256,11 +256,13 @@ def _projector_parts(n: int, batches: list[list[ev.RawEvent]], folder: Path) -> 
 
     from projections.projector import Projection, _decode_checked, _EventRows
     from projections.state import fold_list, fold_task
+    from projections.store import arrow_schema, open_db
 
     raws = [r for b in batches for r in b]
     envs = [ev.decode(r.data) for r in raws]
-    rows_of = {raw.seq: env for raw, env in zip(raws, envs, strict=True)}
-    schema = Projection(folder / "schema.duckdb")._schemas["events"]
+    con = open_db(folder / "schema.duckdb")
+    schema = arrow_schema(con, "events")
+    con.close()
 
     def decode() -> None:
         for raw in raws:
@@ -280,11 +282,13 @@ def _projector_parts(n: int, batches: list[list[ev.RawEvent]], folder: Path) -> 
                 tasks[env.aggregate_id] = fold_task(tasks.get(env.aggregate_id), env, raw.seq)
 
     def rows() -> None:
+        start = 0
         for batch in batches:
             out = _EventRows()
-            for raw in batch:
-                out.add(raw, rows_of[raw.seq], "l1")
+            for raw, env in zip(batch, envs[start : start + len(batch)], strict=True):
+                out.add(raw, env, "l1")
             out.table(schema)
+            start += len(batch)
 
     def everything() -> None:
         path = folder / "parts.duckdb"
