@@ -249,6 +249,9 @@ class Projection:
                 raise GapError(self.checkpoint, raw.seq)
             expected += 1
 
+        if self.bulk:
+            return self._apply_bulk(fresh)
+
         decoded: list[tuple[ev.RawEvent, ev.Envelope]] = []
         skipped: list[tuple[ev.RawEvent, str]] = []
         for raw in fresh:
@@ -257,69 +260,41 @@ class Projection:
                 skipped.append((raw, reason))
             else:
                 decoded.append((raw, env))
-        if decoded:
-            known = self._seen_before([env.event_id for _, env in decoded])
-            kept = []
-            for raw, env in decoded:
-                if env.event_id in known:
-                    skipped.append((raw, f"duplicate event id {env.event_id}"))
-                else:
-                    known.add(env.event_id)
-                    kept.append((raw, env))
-            decoded = kept
+        known = self._seen_before([env.event_id for _, env in decoded]) if decoded else set()
 
         list_ids = {e.aggregate_id for _, e in decoded if e.aggregate == "list"}
         task_ids = {e.aggregate_id for _, e in decoded if e.aggregate == "task"}
         creations = {e.aggregate_id for _, e in decoded if type(e.event) in _CREATIONS}
-        if not self.bulk:
-            # An aggregate created in this batch has no rows to read back, unless a foreign
-            # duplicate creation names an existing one: one query tells, instead of four.
-            creations = creations - self._lists.keys() - self._tasks.keys()
-            creations -= self._present("lists", "id", list_ids & creations)
-            creations -= self._present("tasks", "id", task_ids & creations)
-        # (Memory holds every state of a bulk replay: a creation has nothing to read back.)
+        # An aggregate created in this batch has no rows to read back, unless a foreign
+        # duplicate creation names an existing one: one query tells, instead of four.
+        creations = creations - self._lists.keys() - self._tasks.keys()
+        creations -= self._present("lists", "id", list_ids & creations)
+        creations -= self._present("tasks", "id", task_ids & creations)
         list_ids -= creations
         task_ids -= creations
         lists = self._load_lists(list_ids)
         tasks = self._load_tasks(task_ids)
-        before = dict(tasks)
+        lists_before, before = dict(lists), dict(tasks)
         # Aggregates with no state before this batch have no rows to delete when written.
         created = creations | (list_ids - lists.keys()) | (task_ids - tasks.keys())
-        changed_lists: dict[str, ListState] = {}
-        changed_tasks: dict[str, TaskState] = {}
         rows = _EventRows()
         for raw, env in decoded:
-            agg_id = env.aggregate_id
+            if env.event_id in known:
+                skipped.append((raw, f"duplicate event id {env.event_id}"))
+                continue
             try:
-                if type(env.event).AGGREGATE == "list":
-                    lst = fold_list(lists.get(agg_id), env, raw.seq)
-                    lists[agg_id] = changed_lists[agg_id] = lst
-                    rows.add(raw, env, agg_id)
-                else:
-                    task = fold_task(tasks.get(agg_id), env, raw.seq)
-                    tasks[agg_id] = changed_tasks[agg_id] = task
-                    rows.add(raw, env, task.list_id)
+                _fold_one(raw, env, lists, tasks, rows)
             except ValueError as exc:
                 skipped.append((raw, str(exc)))
+                continue
+            # An event id counts as seen once its event is applied (has an events row).
+            known.add(env.event_id)
+        # A fold step always makes a new state: the changed ones are not those loaded.
+        changed_lists = {i: s for i, s in lists.items() if lists_before.get(i) is not s}
+        changed_tasks = {i: t for i, t in tasks.items() if before.get(i) is not t}
 
         new_checkpoint = fresh[-1].seq
-        for raw, reason in skipped:
-            log.warning("skipped message seq=%d subject=%s: %s", raw.seq, raw.subject, reason)
-        if self.bulk:
-            self._note_skipped(skipped)
-            # States stay in memory (finish() writes their rows once); the events rows and the
-            # checkpoint are written by a second thread while the next batch is folded.
-            self._lists.update(changed_lists)
-            self._tasks.update(changed_tasks)
-            assert self._writer is not None and self._bulk_ids is not None
-            self._bulk_ids.update(env.event_id for _, env in decoded)
-            self._writer.submit(
-                rows.table(self._schemas["events"]) if rows else None,
-                skipped,
-                new_checkpoint,
-            )
-            self.checkpoint = new_checkpoint
-            return new_checkpoint
+        _warn_skipped(skipped)
         self._write(changed_lists, changed_tasks, rows, skipped, new_checkpoint, created, before)
         self.checkpoint = new_checkpoint
         if decoded:
@@ -327,6 +302,36 @@ class Projection:
         _remember(self._lists, changed_lists)
         _remember(self._tasks, changed_tasks)
         return new_checkpoint
+
+    def _apply_bulk(self, fresh: list[ev.RawEvent]) -> int:
+        """`_apply` for a bulk file, in one pass: every state is in memory (finish() writes
+        their rows once) and every applied event id is known, so nothing is read back; the
+        events rows and the checkpoint are written by a second thread while the next batch
+        is folded."""
+        assert self._writer is not None and self._bulk_ids is not None
+        seen, lists, tasks = self._bulk_ids, self._lists, self._tasks
+        rows = _EventRows()
+        skipped: list[tuple[ev.RawEvent, str]] = []
+        for raw in fresh:
+            reason, env = _decode_checked(raw)
+            if env is None:
+                skipped.append((raw, reason))
+                continue
+            if env.event_id in seen:
+                skipped.append((raw, f"duplicate event id {env.event_id}"))
+                continue
+            try:
+                _fold_one(raw, env, lists, tasks, rows)
+            except ValueError as exc:
+                skipped.append((raw, str(exc)))
+                continue
+            seen.add(env.event_id)
+        _warn_skipped(skipped)
+        self._note_skipped(skipped)
+        self.checkpoint = fresh[-1].seq
+        events = rows.table(self._schemas["events"]) if rows else None
+        self._writer.submit(events, skipped, self.checkpoint)
+        return self.checkpoint
 
     def _present(
         self, table: str, column: str, ids: Iterable[str], ordered: bool = False
@@ -474,6 +479,29 @@ class Projection:
 
     def _columns(self, table: str, states: Sequence[msgspec.Struct]) -> dict[str, list[Any]]:
         return {name: [getattr(s, name) for s in states] for name in self._schemas[table].names}
+
+
+def _fold_one(
+    raw: ev.RawEvent,
+    env: ev.Envelope,
+    lists: dict[str, ListState],
+    tasks: dict[str, TaskState],
+    rows: _EventRows,
+) -> None:
+    """Fold `env` into its aggregate's state in `lists` or `tasks` and add its events row;
+    a ValueError (the fold rejects the event) leaves both unchanged."""
+    agg_id = env.aggregate_id
+    if type(env.event).AGGREGATE == "list":
+        lists[agg_id] = fold_list(lists.get(agg_id), env, raw.seq)
+        rows.add(raw, env, agg_id)
+    else:
+        task = tasks[agg_id] = fold_task(tasks.get(agg_id), env, raw.seq)
+        rows.add(raw, env, task.list_id)
+
+
+def _warn_skipped(skipped: list[tuple[ev.RawEvent, str]]) -> None:
+    for raw, reason in skipped:
+        log.warning("skipped message seq=%d subject=%s: %s", raw.seq, raw.subject, reason)
 
 
 def _decode_checked(raw: ev.RawEvent) -> tuple[str, ev.Envelope | None]:

@@ -186,6 +186,28 @@ def test_an_event_stored_twice_is_applied_once(tmp_path: Path) -> None:
     assert p.con.execute("SELECT count(*) FROM skipped_messages").fetchone() == (1,)
 
 
+@pytest.mark.parametrize("mode", ["live, one batch", "live, event by event", "bulk"])
+def test_an_event_id_counts_as_seen_only_once_its_event_is_applied(
+    tmp_path: Path, mode: str
+) -> None:
+    """A message the fold rejected (its task did not exist yet), stored again later when it
+    fits, is applied: a live projection and a rebuild agree, however the log is batched."""
+    log = Log()
+    log.add(ev.ListCreated(name="l"), "l1")
+    early = log.add(ev.SubtaskAdded(subtask_id="s", title="a"), "t1")  # seq 2: no task t1 yet
+    log.add(ev.TaskCreated(list_id="l1", title="t"), "t1")
+    log.add_raw(early.subject, ev.encode(early))  # seq 4: the same event id, now it fits
+    p = Projection(tmp_path / "p.duckdb", bulk=mode == "bulk")
+    for batch in [[raw] for raw in log.raws] if mode == "live, event by event" else [log.raws]:
+        p.apply(batch)
+    p.finish()
+    assert p.con.execute("SELECT subtask_id FROM subtasks").fetchall() == [("s",)]
+    assert p.con.execute("SELECT seq FROM events WHERE type = 'SubtaskAdded'").fetchall() == [(4,)]
+    assert p.con.execute("SELECT seq, reason FROM skipped_messages").fetchall() == [
+        (2, "SubtaskAdded for unknown task t1")
+    ]
+
+
 def test_duplicates_are_found_whatever_the_order_of_event_ids(tmp_path: Path) -> None:
     """Ids above every applied one are fresh without a lookup; an older id (another node's
     clock behind, an old message published again) is looked up, also after a restart."""

@@ -228,17 +228,24 @@ def bench_projector(sizes: list[int]) -> None:
             last = asyncio.run(_load_lifecycles(url, n))
             raw = asyncio.run(_ordered_read(url, last))
             report(f"raw ordered-consumer read ({n:,} events)", events_per_s=raw)
+            cpu = _CpuMeter()
             t = time.perf_counter()
             read = sum(len(b) for b in replay(url, STREAM, 1, last))
             report(
-                f"replay reader read ({n:,} events)", events_per_s=read / (time.perf_counter() - t)
+                f"replay reader read ({n:,} events)",
+                events_per_s=read / (time.perf_counter() - t),
+                **cpu.per_event(read),
             )
             folder = Path(tempfile.mkdtemp(prefix="bench-proj-"))
+            cpu = _CpuMeter()
             t = time.perf_counter()
             rebuild_file(folder / "rebuilt.duckdb", replay(url, STREAM, 1, last))
             rebuild = last / (time.perf_counter() - t)
             report(
-                f"rebuild ({n:,} events)", events_per_s=rebuild, vs_raw_read_pct=100 * rebuild / raw
+                f"rebuild ({n:,} events)",
+                events_per_s=rebuild,
+                vs_raw_read_pct=100 * rebuild / raw,
+                **cpu.per_event(last),
             )
             _projector_parts(n, list(replay(url, STREAM, 1, last)), folder)
             catch_up = _node_catch_up(url, folder / "home", last)
@@ -247,6 +254,33 @@ def bench_projector(sizes: list[int]) -> None:
                 events_per_s=catch_up,
                 vs_raw_read_pct=100 * catch_up / raw,
             )
+
+
+class _CpuMeter:
+    """CPU time this process and the nats-server it started use from now on, per event, and
+    the rate all of this machine's cores could reach at that cost if nothing else ran."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        self._procs = [me] + [c for c in me.children() if "nats-server" in c.name()]
+        self._start = [self._cpu(p) for p in self._procs]
+
+    @staticmethod
+    def _cpu(proc: Any) -> float:
+        times = proc.cpu_times()
+        return float(times.user + times.system)
+
+    def per_event(self, n: int) -> dict[str, float]:
+        used = [self._cpu(p) - s for p, s in zip(self._procs, self._start, strict=True)]
+        ours, server = used[0], sum(used[1:])
+        cores = os.cpu_count() or 1
+        return {
+            "cpu_us_per_event": ours * 1e6 / n,
+            "nats_server_cpu_us_per_event": server * 1e6 / n,
+            "all_cores_bound_events_per_s": cores * n / (ours + server),
+        }
 
 
 def _projector_parts(n: int, batches: list[list[ev.RawEvent]], folder: Path) -> None:
