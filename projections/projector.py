@@ -279,16 +279,8 @@ class Projection:
         created = creations | (list_ids - lists.keys()) | (task_ids - tasks.keys())
         rows = _EventRows()
         for raw, env in decoded:
-            if env.event_id in known:
-                skipped.append((raw, f"duplicate event id {env.event_id}"))
-                continue
-            try:
-                _fold_one(raw, env, lists, tasks, rows)
-            except ValueError as exc:
-                skipped.append((raw, str(exc)))
-                continue
-            # An event id counts as seen once its event is applied (has an events row).
-            known.add(env.event_id)
+            if reason := _fold_unseen(raw, env, known, lists, tasks, rows):
+                skipped.append((raw, reason))
         # A fold step always makes a new state: the changed ones are not those loaded.
         changed_lists = {i: s for i, s in lists.items() if lists_before.get(i) is not s}
         changed_tasks = {i: t for i, t in tasks.items() if before.get(i) is not t}
@@ -314,18 +306,10 @@ class Projection:
         skipped: list[tuple[ev.RawEvent, str]] = []
         for raw in fresh:
             reason, env = _decode_checked(raw)
-            if env is None:
+            if env is not None:
+                reason = _fold_unseen(raw, env, seen, lists, tasks, rows)
+            if reason:
                 skipped.append((raw, reason))
-                continue
-            if env.event_id in seen:
-                skipped.append((raw, f"duplicate event id {env.event_id}"))
-                continue
-            try:
-                _fold_one(raw, env, lists, tasks, rows)
-            except ValueError as exc:
-                skipped.append((raw, str(exc)))
-                continue
-            seen.add(env.event_id)
         _warn_skipped(skipped)
         self._note_skipped(skipped)
         self.checkpoint = fresh[-1].seq
@@ -481,22 +465,31 @@ class Projection:
         return {name: [getattr(s, name) for s in states] for name in self._schemas[table].names}
 
 
-def _fold_one(
+def _fold_unseen(
     raw: ev.RawEvent,
     env: ev.Envelope,
+    seen: set[str],
     lists: dict[str, ListState],
     tasks: dict[str, TaskState],
     rows: _EventRows,
-) -> None:
+) -> str:
     """Fold `env` into its aggregate's state in `lists` or `tasks` and add its events row;
-    a ValueError (the fold rejects the event) leaves both unchanged."""
+    returns "" then, or why it was skipped (nothing changed). An event id joins `seen`
+    once its event is applied (has an events row), not when the fold rejects it."""
+    if env.event_id in seen:
+        return f"duplicate event id {env.event_id}"
     agg_id = env.aggregate_id
-    if type(env.event).AGGREGATE == "list":
-        lists[agg_id] = fold_list(lists.get(agg_id), env, raw.seq)
-        rows.add(raw, env, agg_id)
-    else:
-        task = tasks[agg_id] = fold_task(tasks.get(agg_id), env, raw.seq)
-        rows.add(raw, env, task.list_id)
+    try:
+        if type(env.event).AGGREGATE == "list":
+            lists[agg_id] = fold_list(lists.get(agg_id), env, raw.seq)
+            rows.add(raw, env, agg_id)
+        else:
+            task = tasks[agg_id] = fold_task(tasks.get(agg_id), env, raw.seq)
+            rows.add(raw, env, task.list_id)
+    except ValueError as exc:
+        return str(exc)
+    seen.add(env.event_id)
+    return ""
 
 
 def _warn_skipped(skipped: list[tuple[ev.RawEvent, str]]) -> None:
