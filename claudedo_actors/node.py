@@ -184,7 +184,11 @@ class Node:
         ).get()
         self._read_log = functools.partial(replay_batches, url, STREAM)
         self._feed = ProjectionFeed(
-            bridge.log, self._projector_proxy, self._projector_failed, self._read_log
+            bridge.log,
+            self._projector_proxy,
+            self._projector_failed,
+            self._read_log,
+            self.home.root / "projection.build.duckdb",
         )
         bridge.call(self._feed.start())
         self._api = Api(

@@ -14,7 +14,7 @@ import pykka
 
 from events.log import EventLog, RawEvent
 from projections import GapError, Projection
-from projections.rebuild import apply_pipelined
+from projections.rebuild import apply_pipelined, rebuild_file
 
 log = logging.getLogger("claudedo.projector")
 
@@ -106,9 +106,13 @@ class ProjectionFeed:
         projector: Callable[[], Any],
         on_failure: Callable[[str], bool],
         read_log: ReadLog,
+        build_path: Path | None = None,
     ) -> None:
+        """`build_path`: where an empty projection far behind the log is built in bulk mode
+        (faster than applying batches to it) before it is swapped in; None applies batches."""
         self._log = log_
         self._read_log = read_log
+        self._build_path = build_path
         self._projector = projector  # returns the current actor proxy (it may be restarted)
         self._on_failure = on_failure
         self.checkpoint = 0
@@ -142,9 +146,20 @@ class ProjectionFeed:
         last = await self._log.last_seq()
         if last - self.checkpoint <= _CATCH_UP_LAG:
             return
+        loop = asyncio.get_running_loop()
+        if self.checkpoint == 0 and self._build_path is not None:
+            # A new node, or a projection file deleted: bulk mode keeps every state in
+            # memory and writes its rows once. A node stopped half-way builds it again.
+            path = self._build_path
+            log.info("projection empty, log at %d: catching up in bulk mode", last)
+            await loop.run_in_executor(None, rebuild_file, path, self._read_log(1, last))
+            swapped = await loop.run_in_executor(
+                None, lambda: self._projector().swap(path, self._read_log).get()
+            )
+            await self._advance(swapped)
+            return
         log.info("projection at %d, log at %d: catching up", self.checkpoint, last)
         batches = self._read_log(self.checkpoint + 1, last)
-        loop = asyncio.get_running_loop()
 
         def apply(batch: list[RawEvent]) -> int:
             cp: int = self._projector().apply(batch).get()

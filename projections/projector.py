@@ -314,9 +314,9 @@ class Projection:
                 skipped.append((raw, reason))
         _warn_skipped(skipped)
         self._note_skipped(skipped)
-        self.checkpoint = fresh[-1].seq
         events = rows.table(self._schemas["events"]) if rows else None
-        self._writer.submit(events, skipped, self.checkpoint)
+        self._writer.submit(events, skipped, fresh[-1].seq)
+        self.checkpoint = fresh[-1].seq
         return self.checkpoint
 
     def _present(

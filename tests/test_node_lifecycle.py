@@ -16,6 +16,7 @@ import pytest
 import events as ev
 from claudedo_actors.natsserver import find_nats_server, free_port
 from events.log import EventLog
+from projections import Projection
 from tests.conftest import JetStreamEnv, NodeProcess, wait_until
 
 
@@ -115,11 +116,8 @@ def test_a_leftover_nats_server_on_the_store_never_blocks_the_start(tmp_path: Pa
             node.stop()
 
 
-def test_kill_9_during_catch_up_applies_no_event_twice_and_misses_none(
-    tmp_path: Path, jsenv: JetStreamEnv, nats_url: str
-) -> None:
-    # 6,000 tasks' events are in the log before the node starts; it is killed while its
-    # projector catches up (batches of 5,000), then restarted.
+def _load_tasks(jsenv: JetStreamEnv, n: int) -> int:
+    """A list and `n` queued tasks in the log, as another node would have written them."""
     log = EventLog(jsenv.js)
     jsenv.run(log.ensure_stream())
     origin = ev.Origin(node_id="loader", correlation_id="bulk", actor="user:test")
@@ -127,7 +125,7 @@ def test_kill_9_during_catch_up_applies_no_event_twice_and_misses_none(
     async def load() -> int:
         futs = []
         futs.append(await jsenv.js.publish_async(*_pub(ev.ListCreated(name="bulk"), "l1", origin)))
-        for i in range(6000):
+        for i in range(n):
             t = f"task-{i:05d}"
             futs.append(
                 await jsenv.js.publish_async(
@@ -138,25 +136,61 @@ def test_kill_9_during_catch_up_applies_no_event_twice_and_misses_none(
         await asyncio.gather(*futs)
         return await log.last_seq()
 
-    last = jsenv.run(load())
-    node = NodeProcess(tmp_path / "home", ["--nats", nats_url])
-    node.start()
+    return jsenv.run(load())
 
-    def checkpoint() -> int:
-        return int(json.loads(node.cli("info", "--json").out)["checkpoint_seq"])
 
-    wait_until(lambda: checkpoint() > 0, what="projector to start applying")
-    node.kill9()
-    node.start()
-    wait_until(lambda: checkpoint() == last, 60, "projector to catch up")
-    # Stopped right after a bulk catch-up, the node still shuts down cleanly.
+def _assert_holds_the_log(node: NodeProcess, last: int, tasks: int) -> None:
     counts = node.ok(
         "sql", "select count(*) as n, count(distinct seq) as d, max(seq) as m from events"
     )
     assert counts == [{"n": last, "d": last, "m": last}]
     assert node.ok("sql", "select status, count(*) as n from tasks group by 1") == [
-        {"status": "queued", "n": 6000}
+        {"status": "queued", "n": tasks}
     ]
+
+
+def _checkpoint(node: NodeProcess) -> int:
+    return int(json.loads(node.cli("info", "--json").out)["checkpoint_seq"])
+
+
+def test_kill_9_during_catch_up_applies_no_event_twice_and_misses_none(
+    tmp_path: Path, jsenv: JetStreamEnv, nats_url: str
+) -> None:
+    # The node's projection holds the first event; 6,000 tasks' events follow in the log. The
+    # node is killed once its projector has started applying them, then restarted.
+    last = _load_tasks(jsenv, 6000)
+    home = tmp_path / "home"
+    home.mkdir()
+    behind = Projection(home / "projection.duckdb")
+    behind.apply(jsenv.run(EventLog(jsenv.js).read_all(1, 1)))
+    behind.close()
+    node = NodeProcess(home, ["--nats", nats_url])
+    node.start()
+    wait_until(lambda: _checkpoint(node) > 1, what="projector to start applying")
+    node.kill9()
+    node.start()
+    wait_until(lambda: _checkpoint(node) == last, 60, "projector to catch up")
+    # Stopped right after a bulk catch-up, the node still shuts down cleanly.
+    _assert_holds_the_log(node, last, 6000)
+    assert node.stop() == 0
+    assert "Traceback" not in node.log_path.read_text()
+
+
+def test_an_empty_projection_is_built_in_bulk_mode_over_a_half_built_file(
+    tmp_path: Path, jsenv: JetStreamEnv, nats_url: str
+) -> None:
+    # A new node on a long log builds its projection in bulk mode and swaps it in. A node
+    # killed while building left a half-built file: it is thrown away, not trusted.
+    last = _load_tasks(jsenv, 3000)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "projection.build.duckdb").write_bytes(b"half-built by a node killed while building")
+    node = NodeProcess(home, ["--nats", nats_url])
+    node.start()
+    wait_until(lambda: _checkpoint(node) == last, 60, "projection to be built")
+    assert f"projection empty, log at {last}: catching up in bulk mode" in node.log_path.read_text()
+    _assert_holds_the_log(node, last, 3000)
+    assert not (home / "projection.build.duckdb").exists()  # swapped in
     assert node.stop() == 0
     assert "Traceback" not in node.log_path.read_text()
 

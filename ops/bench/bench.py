@@ -247,13 +247,15 @@ def bench_projector(sizes: list[int]) -> None:
                 vs_raw_read_pct=100 * rebuild / raw,
                 **cpu.per_event(last),
             )
-            _projector_parts(n, list(replay(url, STREAM, 1, last)), folder)
-            catch_up = _node_catch_up(url, folder / "home", last)
-            report(
-                f"node catch-up ({n:,} events)",
-                events_per_s=catch_up,
-                vs_raw_read_pct=100 * catch_up / raw,
-            )
+            batches = list(replay(url, STREAM, 1, last))
+            _projector_parts(n, batches, folder)
+            for kind, applied in (("empty projection", []), ("projection behind", batches[0][:1])):
+                catch_up = _node_catch_up(url, folder / f"home-{len(applied)}", last, applied)
+                report(
+                    f"node catch-up, {kind} ({n:,} events)",
+                    events_per_s=catch_up,
+                    vs_raw_read_pct=100 * catch_up / raw,
+                )
 
 
 class _CpuMeter:
@@ -279,7 +281,7 @@ class _CpuMeter:
         return {
             "cpu_us_per_event": ours * 1e6 / n,
             "nats_server_cpu_us_per_event": server * 1e6 / n,
-            "all_cores_bound_events_per_s": cores * n / (ours + server),
+            "all_cores_bound_events_per_s": cores * n / max(ours + server, 1e-9),
         }
 
 
@@ -354,13 +356,23 @@ def _projector_parts(n: int, batches: list[list[ev.RawEvent]], folder: Path) -> 
         )
 
 
-def _node_catch_up(url: str, home: Path, last: int) -> float:
+def _node_catch_up(url: str, home: Path, last: int, applied: list[ev.RawEvent]) -> float:
     """A node started on a log of `last` events: events/s until its projection holds them.
 
-    Timed from the node's "catching up" log line (start-up: interpreter, imports, connection,
-    is not catch-up) to the projection's checkpoint reaching `last`.
+    `applied`: the first events of the log, already in the node's projection when it starts
+    (none: an empty projection, which the node builds in bulk mode; some: a projection behind
+    the log, which it brings up to date batch by batch). Timed from the node's "catching up"
+    log line (start-up: interpreter, imports, connection, is not catch-up) to the
+    projection's checkpoint reaching `last`.
     """
     from claudedo_actors.client import NodeClient
+    from projections.projector import Projection
+
+    if applied:
+        home.mkdir(parents=True)
+        behind = Projection(home / "projection.duckdb")
+        behind.apply(applied)
+        behind.close()
 
     env = {**os.environ, "CLAUDEDO_HOME": str(home), "CLAUDEDO_LOG_LEVEL": "INFO"}
     began: list[float] = []
