@@ -47,6 +47,25 @@ def resolve_config(task: TaskState, lst: ListState | None) -> AgentConfig:
     return AgentConfig(**chosen)
 
 
+def left_for_retry(
+    config: AgentConfig, cost_usd: float | None, turns: int | None
+) -> AgentConfig | None:
+    """The settings of an automatic retry: the task's budget and turn limit, less what the
+    run it retries spent (Claude Code counts both per invocation, also on a resumed
+    session), so that a run and its retry together keep to the limits set. None: nothing is
+    left, no retry. A spend the run did not report counts as none."""
+    budget, max_turns = config.max_budget_usd, config.max_turns
+    if budget is not None and cost_usd:
+        budget -= cost_usd
+        if budget <= 0:
+            return None
+    if max_turns is not None and turns:
+        max_turns -= turns
+        if max_turns <= 0:
+            return None
+    return msgspec.structs.replace(config, max_budget_usd=budget, max_turns=max_turns)
+
+
 def task_prompt(title: str, description: str, subtasks: Sequence[SubtaskState]) -> str:
     """The reference prompt: title, the trimmed description, then the sub-task checklist."""
     prompt = title

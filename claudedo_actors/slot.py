@@ -242,14 +242,24 @@ class SlotActor(pykka.ThreadingActor):
         if last is not None and ac.retries_lost_run(last):
             # The node stopped during the last run: this run is its one automatic retry.
             job.retry_allowed = False
-            if self._resumable(last, job):
+            left = self._left_for_retry(job, last.cost_usd, last.turn_count)
+            if left is None:
+                error = last.error or NODE_STOPPED
+                self._terminal(job, ev.TaskFailed(error=error, cause=last.cause or "worker_lost"))
+            elif self._resumable(last, job):
                 prompt = ac.retry_prompt(last.error or NODE_STOPPED)
-                self._start_run(job, prompt, last.session_id, is_retry=True)
+                self._start_run(job, prompt, last.session_id, is_retry=True, config=left)
             else:
-                self._fresh_session(job, last, None, is_retry=True)
+                self._fresh_session(job, last, None, is_retry=True, config=left)
             return
         prompt = ac.task_prompt(task.title, task.description, task.subtasks)
         self._start_run(job, prompt, None)
+
+    def _left_for_retry(
+        self, job: _Job, cost_usd: float | None, turns: int | None
+    ) -> ac.AgentConfig | None:
+        config = ac.resolve_config(job.task, job.claim.list)
+        return ac.left_for_retry(config, cost_usd, turns)
 
     def _resumable(self, last: RunState, job: _Job) -> bool:
         """Whether this slot can resume `last`'s session: Claude Code keeps a session on the
@@ -268,6 +278,7 @@ class SlotActor(pykka.ThreadingActor):
         follow_up: str | None,
         is_retry: bool = False,
         is_continue: bool = False,
+        config: ac.AgentConfig | None = None,
     ) -> None:
         """Run the task again in a new session: the task, what the lost run said, and the
         follow-up; the lost session is recorded (SessionLost) with the new run."""
@@ -287,8 +298,9 @@ class SlotActor(pykka.ThreadingActor):
                 reason=reason,
             )
         self._start_run(
-            job, prompt, None, is_retry=is_retry, is_continue=is_continue, session_lost=lost
-        )
+            job, prompt, None, is_retry=is_retry, is_continue=is_continue, session_lost=lost,
+            config=config,
+        )  # fmt: skip
 
     def _start_run(
         self,
@@ -298,12 +310,16 @@ class SlotActor(pykka.ThreadingActor):
         is_retry: bool = False,
         is_continue: bool = False,
         session_lost: ev.SessionLost | None = None,
+        config: ac.AgentConfig | None = None,
     ) -> None:
+        """`config`: the run's settings when not the task's own (a retry's are less what the
+        run it retries spent)."""
         if job.cancelled:
             self._terminal(job, ev.TaskCancelled())
             return
-        task, lst = job.task, job.claim.list
-        config = ac.resolve_config(task, lst)
+        task = job.task
+        if config is None:
+            config = ac.resolve_config(task, job.claim.list)
         try:
             ac.check_permission_mode(config.permission_mode, self.ctx.env, self.ctx.euid)
             binary = ac.resolve_binary(self.ctx.claude_bin)
@@ -380,11 +396,14 @@ class SlotActor(pykka.ThreadingActor):
             return
         if job.retry_allowed and outcome.session_id and outcome.cause not in _NO_RETRY_CAUSES:
             job.retry_allowed = False
-            self._start_run(
-                job, ac.retry_prompt(outcome.error or "unknown error"), outcome.session_id,
-                is_retry=True,
-            )  # fmt: skip
-            return
+            # The retry gets what the run left of the task's limits; with nothing left, none.
+            left = self._left_for_retry(job, outcome.cost_usd, outcome.turn_count)
+            if left is not None:
+                self._start_run(
+                    job, ac.retry_prompt(outcome.error or "unknown error"), outcome.session_id,
+                    is_retry=True, config=left,
+                )  # fmt: skip
+                return
         self._terminal(
             job,
             ev.TaskFailed(error=outcome.error or "failed", cause=outcome.cause or "agent_error"),

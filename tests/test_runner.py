@@ -212,6 +212,33 @@ def test_every_failed_run_records_its_cause(
     assert len(recorded) == runs and all(r["cause"] == cause for r in recorded)
 
 
+@pytest.mark.parametrize(
+    ("limits", "retry_gets"),
+    [
+        ({"max_turns": 5}, {"--max-turns": "3"}),
+        ({"max_budget_usd": 0.001}, {"--max-budget-usd": "0.00019"}),
+        ({"max_turns": 2}, None),
+        ({"max_budget_usd": 0.0008}, None),
+    ],
+)
+def test_a_run_and_its_retry_together_keep_to_the_tasks_limits(
+    runner: Runner, demo: str, limits: dict[str, Any], retry_gets: dict[str, str] | None
+) -> None:
+    # The max_turns transcript: 2 turns, $0.00081, then a failure with a session to resume.
+    # Claude Code counts limits per invocation, so the retry is given what run 1 left; when
+    # nothing is left there is no retry, and the task fails with run 1's error.
+    task_id = runner.add_task("Fails [fake:max_turns]", demo, **limits)
+    task = runner.wait_status(task_id)
+    assert (task["status"], task["cause"]) == ("failed", "max_turns")
+    calls = calls_of(runner, task_id)
+    if retry_gets is None:
+        assert len(calls) == 1
+        return
+    assert len(calls) == 2 and "--resume" in calls[1]["argv"]
+    opts = dict(zip(calls[1]["argv"][4::2], calls[1]["argv"][5::2], strict=False))
+    assert {k: opts[k] for k in retry_gets} == retry_gets
+
+
 def test_exit_without_result_keeps_the_stderr_tail_and_exit_code(runner: Runner, demo: str) -> None:
     task_id = runner.add_task("Crashes [fake:exit_without_result]", demo)
     runner.wait_status(task_id)
