@@ -68,6 +68,7 @@ class _Job:
     retry_allowed: bool = True
     head_before_run: str | None = None
     run_open: bool = False  # RunStarted appended, RunFinished not yet
+    run_is_retry: bool = False  # the latest run is the task's automatic retry
     cancelled: bool = False
     run_ref: pykka.ActorRef[Any] | None = None
 
@@ -161,11 +162,15 @@ class SlotActor(pykka.ThreadingActor):
             return
         outcome = self._stop_run(job)
         try:
+            lost_retry = job.run_open and job.run_is_retry
             if job.run_open:
                 lost = outcome or outcome_without_result("worker_lost", NODE_STOPPED)
                 job.writer.append(self._finished(job, lost))
             if job.cancelled:
                 self._terminal(job, ev.TaskCancelled())
+            elif lost_retry:
+                # As when a node dies (recovery): the automatic retry was made and is lost.
+                self._terminal(job, ev.TaskFailed(error=NODE_STOPPED, cause="worker_lost"))
             else:
                 job.writer.append(ev.TaskRequeued(reason="the node stopped"))
         except LostTask as exc:
@@ -347,6 +352,7 @@ class SlotActor(pykka.ThreadingActor):
             ),
         )
         job.run_open = True
+        job.run_is_retry = is_retry
         spec = RunSpec(
             task_id=task.id,
             run_number=job.run_number,

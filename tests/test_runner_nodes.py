@@ -138,6 +138,28 @@ def test_a_node_stopped_mid_run_gives_the_task_back_and_finishes_it_later(
     runner.stop()
 
 
+def test_a_node_stopped_during_the_retry_fails_the_task_as_a_dead_node_would(
+    tmp_path: Path, git_repo: Path
+) -> None:
+    # Decision 0006: a lost run is retried once; when the lost run was that retry, the task
+    # fails with worker_lost, whether its node stopped cleanly or died.
+    runner = Runner(tmp_path, env={"FAKE_CLAUDE_SLOW_S": "2"}).start()
+    runner.add_list(git_repo)
+    task_id = runner.add_task("Fails then slow [fake:fail_then_slow]")
+    runner.wait_run(task_id, run_number=2)
+    assert runner.node.stop() == 0
+    runner.start()
+    task = runner.ask("task.show", task=task_id)
+    assert (task["status"], task["cause"]) == ("failed", "worker_lost")
+    runs = runner.ask("runs", task=task_id)
+    assert [(r["is_retry"], r["cause"]) for r in runs] == [
+        (False, "api_error"),
+        (True, "worker_lost"),
+    ]
+    assert "TaskRequeued" not in runner.events(task_id)
+    runner.stop()
+
+
 def test_two_nodes_on_one_nats_never_run_a_task_twice(
     tmp_path: Path, git_repo: Path, nats_url: str
 ) -> None:
