@@ -160,6 +160,24 @@ def test_a_node_stopped_during_the_retry_fails_the_task_as_a_dead_node_would(
     runner.stop()
 
 
+def test_the_retry_of_a_lost_run_gets_what_it_left_of_the_limits(
+    tmp_path: Path, git_repo: Path
+) -> None:
+    # Stopped, the slow run ends like the slow_int transcript: 2 turns. With a limit of 2
+    # turns nothing is left for the retry of the lost run (decision 0012): the task fails.
+    runner = Runner(tmp_path, env={"FAKE_CLAUDE_SLOW_S": "2"}).start()
+    runner.add_list(git_repo)
+    task_id = runner.add_task("Slow [fake:slow]", max_turns=2)
+    runner.wait_run(task_id)
+    assert runner.node.stop() == 0
+    runner.start()
+    task = runner.wait_status(task_id)
+    assert (task["status"], task["cause"]) == ("failed", "worker_lost")
+    (run,) = runner.ask("runs", task=task_id)
+    assert (run["turn_count"], run["cause"]) == (2, "worker_lost")
+    runner.stop()
+
+
 def test_two_nodes_on_one_nats_never_run_a_task_twice(
     tmp_path: Path, git_repo: Path, nats_url: str
 ) -> None:
