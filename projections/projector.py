@@ -85,11 +85,8 @@ class Projection:
         self.path = Path(path)
         self.con = open_db(self.path)
         self.bulk = bulk
-        if bulk:
-            if checkpoint_of(self.con) != 0:
-                raise ValueError(f"bulk mode needs a fresh file, {self.path} has events")
-            # Checkpointed once, when it is closed, not every 16 MB of WAL.
-            self.con.execute("SET checkpoint_threshold = '1TB'")
+        if bulk and checkpoint_of(self.con) != 0:
+            raise ValueError(f"bulk mode needs a fresh file, {self.path} has events")
         self._writer: _BulkWriter | None = _BulkWriter(self) if bulk else None
         # Bulk mode replays a fresh file from the start, so every applied event id is known
         # here without asking DuckDB (about 115 bytes an event, for the rebuild's duration).

@@ -249,6 +249,7 @@ def bench_projector(sizes: list[int]) -> None:
             )
             batches = list(replay(url, STREAM, 1, last))
             _projector_parts(n, batches, folder)
+            _apply_memory(n, batches, folder)
             for kind, applied in (("empty projection", []), ("projection behind", batches[0][:1])):
                 catch_up = _node_catch_up(url, folder / f"home-{len(applied)}", last, applied)
                 report(
@@ -256,6 +257,30 @@ def bench_projector(sizes: list[int]) -> None:
                     events_per_s=catch_up,
                     vs_raw_read_pct=100 * catch_up / raw,
                 )
+
+
+def _apply_memory(n: int, batches: list[list[ev.RawEvent]], folder: Path) -> None:
+    """Peak memory of applying the log in bulk mode (a rebuild) and batch by batch (a
+    catch-up), each in a child process of its own (apply_memory.py)."""
+    import pickle
+
+    pickled = folder / "batches.pickle"
+    pickled.write_bytes(pickle.dumps(batches))
+    script = Path(__file__).resolve().parent / "apply_memory.py"
+    for mode in ("bulk", "live"):
+        out = subprocess.run(
+            [sys.executable, str(script), str(pickled), mode],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        got = json.loads(out)
+        report(
+            f"applying in {mode} mode, from memory ({n:,} events)",
+            **got,
+            rss_peak_over_loaded_mib=got["rss_peak_mib"] - got["rss_loaded_mib"],
+        )
+    pickled.unlink()
 
 
 class _CpuMeter:
