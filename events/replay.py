@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from events.log import RawEvent
 from events.wire import WireConnection, WireError, WireUnsupported
@@ -71,20 +71,27 @@ def replay(
             conn.pub(
                 next_subject, f"{inbox}.f", json.dumps({"batch": want, "no_wait": True}).encode()
             )
-            out: list[RawEvent] = []
-            for subject, ack, headers, payload in frames:
-                if ack is None:  # a status: 404 no messages, 408 timeout, ...
-                    if headers.startswith(b"NATS/1.0 404") or headers.startswith(b"NATS/1.0 408"):
-                        break
-                    raise ReplayError(headers.split(_CRLF, 1)[0].decode(errors="replace"))
-                seq = _stream_seq(ack)
-                if seq <= until_seq:
-                    out.append(RawEvent(seq, subject.decode(), payload))
-                if len(out) >= want or seq >= until_seq:
-                    break
-            if not out:
+            subjects, acks, payloads, status = conn.messages(want)
+            if status and not status.startswith((b"NATS/1.0 404", b"NATS/1.0 408")):
+                raise ReplayError(status.decode(errors="replace"))
+            if not payloads:
                 raise ReplayError(f"the stream ended at {seq}, before {until_seq}")
-            yield out
+            first, last = _stream_seq(acks[0]), _stream_seq(acks[-1])
+            # The log denies deletes, so its sequences have no gaps and the batch's are known
+            # from its first and last; another stream may have them, and is read one by one.
+            seqs: Iterable[int] = (
+                range(first, last + 1)
+                if last - first + 1 == len(acks)
+                else [_stream_seq(ack) for ack in acks]
+            )
+            out = [
+                RawEvent(s, subject.decode(), payload)
+                for s, subject, payload in zip(seqs, subjects, payloads, strict=True)
+                if s <= until_seq
+            ]
+            seq = last
+            if out:
+                yield out
         conn.pub(f"$JS.API.CONSUMER.DELETE.{stream}.{consumer}", f"{inbox}.d", b"")
     finally:
         conn.close()

@@ -43,7 +43,7 @@ class WireConnection:
         port = parsed.port or 4222
         self.sock = socket.create_connection((host, port), timeout=timeout_s)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = bytearray()
+        self.buf = b""
         self.pos = 0
         info_line = self._line()
         if not info_line.startswith(b"INFO "):
@@ -85,19 +85,19 @@ class WireConnection:
         self.send(head + payload + _CRLF)
 
     def _fill(self) -> None:
-        if self.pos > 1 << 20:
-            del self.buf[: self.pos]
-            self.pos = 0
+        # The buffer is bytes, so a message's payload is a slice of it, copied once. What is
+        # left unread before a receive is at most one message.
         chunk = self.sock.recv(1 << 20)
         if not chunk:
             raise WireError("connection closed by server")
-        self.buf += chunk
+        self.buf = self.buf[self.pos :] + chunk if self.pos < len(self.buf) else chunk
+        self.pos = 0
 
     def _line(self) -> bytes:
         while True:
             end = self.buf.find(_CRLF, self.pos)
             if end >= 0:
-                line = bytes(self.buf[self.pos : end])
+                line = self.buf[self.pos : end]
                 self.pos = end + 2
                 return line
             self._fill()
@@ -116,8 +116,8 @@ class WireConnection:
                 hdr_len, total = int(parts[-2]), int(parts[-1])
                 self._need(total + 2)
                 start = self.pos
-                headers = bytes(self.buf[start : start + hdr_len])
-                payload = bytes(self.buf[start + hdr_len : start + total])
+                headers = self.buf[start : start + hdr_len]
+                payload = self.buf[start + hdr_len : start + total]
                 self.pos = start + total + 2
                 yield parts[1], reply, headers, payload
             elif line.startswith(b"MSG "):
@@ -126,7 +126,7 @@ class WireConnection:
                 total = int(parts[-1])
                 self._need(total + 2)
                 start = self.pos
-                payload = bytes(self.buf[start : start + total])
+                payload = self.buf[start : start + total]
                 self.pos = start + total + 2
                 yield parts[1], reply, b"", payload
             elif line == b"PING":
@@ -134,6 +134,56 @@ class WireConnection:
             elif line.startswith(b"-ERR"):
                 raise WireError(line.decode(errors="replace"))
             # +OK, PONG and INFO updates need nothing
+
+    def messages(self, limit: int) -> tuple[list[bytes], list[bytes], list[bytes], bytes]:
+        """Up to `limit` messages with a reply subject: their subjects, replies and payloads,
+        parsed in one pass over the buffer (a frame at a time, through `frames()`, costs the
+        bulk replay twice as much). A status message (no reply, a NATS status line in its
+        headers, e.g. 404 when a fetch found nothing more) ends the batch early: its status
+        line is returned, or b"" when `limit` messages were read."""
+        subjects: list[bytes] = []
+        replies: list[bytes] = []
+        payloads: list[bytes] = []
+        add_subject, add_reply, add_payload = subjects.append, replies.append, payloads.append
+        count = 0
+        while count < limit:
+            buf, pos = self.buf, self.pos
+            size = len(buf)
+            while count < limit:
+                end = buf.find(_CRLF, pos)
+                if end < 0:
+                    break
+                if buf.startswith(b"HMSG ", pos):
+                    # HMSG <subject> <sid> [reply] <header bytes> <total bytes>
+                    parts = buf[pos + 5 : end].split(b" ")
+                    start = end + 2
+                    stop = start + int(parts[-1])
+                    if stop + 2 > size:
+                        break
+                    if len(parts) != 5:
+                        self.pos = stop + 2
+                        status = buf[start:stop].split(_CRLF, 1)[0]
+                        return subjects, replies, payloads, status
+                    add_subject(parts[0])
+                    add_reply(parts[2])
+                    add_payload(buf[start + int(parts[3]) : stop])
+                    count += 1
+                    pos = stop + 2
+                else:
+                    # Anything else (PING, -ERR, a plain MSG) is rare here: one frame.
+                    self.pos = pos
+                    subject, reply, headers, payload = next(self.frames())
+                    if reply is None:
+                        return subjects, replies, payloads, headers.split(_CRLF, 1)[0]
+                    add_subject(subject)
+                    add_reply(reply)
+                    add_payload(payload)
+                    count += 1
+                    buf, pos, size = self.buf, self.pos, len(self.buf)
+            self.pos = pos
+            if count < limit:
+                self._fill()
+        return subjects, replies, payloads, b""
 
     def request(self, subject: str, payload: bytes) -> bytes:
         """Send one request and return the first reply (the socket timeout bounds the wait)."""

@@ -40,6 +40,51 @@ def test_replay_returns_exactly_the_asked_range(jsenv: JetStreamEnv, start: int,
     assert seqs == list(range(start, end + 1))
 
 
+def _other_stream(env: JetStreamEnv, name: str, payloads: list[bytes]) -> None:
+    """A stream that, unlike the log, allows deletes, filled with `payloads` in order."""
+
+    async def fill() -> None:
+        await env.js.add_stream(name=name, subjects=[f"{name.lower()}.>"])
+        for i, data in enumerate(payloads):
+            await env.js.publish(f"{name.lower()}.m{i}", data)
+
+    env.run(fill())
+
+
+def _drop(env: JetStreamEnv, name: str) -> None:
+    env.run(env.js.delete_stream(name))
+
+
+def test_replay_of_a_stream_with_gaps_gives_each_message_its_own_sequence(
+    jsenv: JetStreamEnv,
+) -> None:
+    _other_stream(jsenv, "GAPS", [f"m{i}".encode() for i in range(1, 31)])
+    try:
+        for seq in (2, 15, 16, 29):
+            jsenv.run(jsenv.js.delete_msg("GAPS", seq))
+        got = [e for batch in replay(jsenv.url, "GAPS", 1, 30, batch=8) for e in batch]
+        kept = [s for s in range(1, 31) if s not in (2, 15, 16, 29)]
+        assert [e.seq for e in got] == kept
+        assert [e.data for e in got] == [f"m{s}".encode() for s in kept]
+        assert [e.subject for e in got] == [f"gaps.m{s - 1}" for s in kept]
+    finally:
+        _drop(jsenv, "GAPS")
+
+
+def test_large_messages_split_across_socket_reads_arrive_whole(jsenv: JetStreamEnv) -> None:
+    # Sizes around the reader's 1 MiB receive and the server's 1 MB message limit, mixed with
+    # small ones, so that frames end in every part of a read.
+    sizes = [1, 900_000, 3, 700_000, 65_536, 999_000, 17, 400_001, 5, 1_000_000, 2]
+    payloads = [bytes([65 + i]) * n for i, n in enumerate(sizes)]
+    _other_stream(jsenv, "BIG", payloads)
+    try:
+        got = [e for batch in replay(jsenv.url, "BIG", 1, len(sizes), batch=4) for e in batch]
+        assert [e.data for e in got] == payloads
+        assert [e.seq for e in got] == list(range(1, len(sizes) + 1))
+    finally:
+        _drop(jsenv, "BIG")
+
+
 def test_an_empty_range_reads_nothing(jsenv: JetStreamEnv) -> None:
     _fill(jsenv, 3)
     assert list(replay(jsenv.url, STREAM, 4, 3)) == []
