@@ -199,7 +199,14 @@ def fold_list(state: ListState | None, env: ev.Envelope, seq: int) -> ListState:
             id=env.aggregate_id,
             name=e.name,
             dir=e.dir,
-            **{n: getattr(e, n) for n in _CONFIG_FIELDS},
+            model=e.model,
+            system_prompt=e.system_prompt,
+            agent_path=e.agent_path,
+            permission_mode=e.permission_mode,
+            allowed_tools=e.allowed_tools,
+            max_budget_usd=e.max_budget_usd,
+            max_turns=e.max_turns,
+            timeout_s=e.timeout_s,
             created_at=at,
             updated_at=at,
             last_seq=seq,
@@ -219,74 +226,86 @@ def fold_list(state: ListState | None, env: ev.Envelope, seq: int) -> ListState:
 def fold_task(state: TaskState | None, env: ev.Envelope, seq: int) -> TaskState:
     """The task after `env` (stored at stream sequence `seq`)."""
     e = env.event
-    at = env.occurred_at
     if isinstance(e, ev.TaskCreated):
-        return TaskState(
-            id=env.aggregate_id,
-            list_id=e.list_id,
-            title=e.title,
-            description=e.description,
-            status="draft",
-            **{n: getattr(e, n) for n in _CONFIG_FIELDS},
-            result=None,
-            error=None,
-            cause=None,
-            cancel_requested=False,
-            follow_up_prompt=None,
-            claimed_by=None,
-            slot=None,
-            run_count=0,
-            created_at=at,
-            updated_at=at,
-            queued_at=None,
-            started_at=None,
-            finished_at=None,
-            last_seq=seq,
-            subtasks=tuple(
-                SubtaskState(
-                    task_id=env.aggregate_id,
-                    subtask_id=s.subtask_id,
-                    position=i,
-                    title=s.title,
-                    done=False,
-                )
-                for i, s in enumerate(e.subtasks)
-            ),
-        )
+        return _created(env.aggregate_id, e, env.occurred_at, seq)
     if state is None:
         raise ValueError(f"{type(e).__name__} for unknown task {env.aggregate_id}")
     step = _TASK_STEPS.get(type(e))
     if step is None:
         raise ValueError(f"{type(e).__name__} is not a task event")
-    # Each step names the fields it changes; one copy of the state per event.
-    return replace(state, updated_at=at, last_seq=seq, **step(state, e, at))
+    # Each step makes one copy of the state, naming the fields it changes, `updated_at` and
+    # `last_seq` among them. It calls replace() with them directly: building a dict of the
+    # changes and unpacking it cost a rebuild about a third of its folding time.
+    return step(state, e, env.occurred_at, seq)  # type: ignore[no-any-return]
 
 
-def _edited(s: TaskState, e: ev.TaskEdited, at: datetime) -> dict[str, Any]:
-    return _changes(e, ("title", "description", *_CONFIG_FIELDS))
+def _created(task_id: str, e: ev.TaskCreated, at: datetime, seq: int) -> TaskState:
+    return TaskState(
+        id=task_id,
+        list_id=e.list_id,
+        title=e.title,
+        description=e.description,
+        status="draft",
+        model=e.model,
+        system_prompt=e.system_prompt,
+        agent_path=e.agent_path,
+        permission_mode=e.permission_mode,
+        allowed_tools=e.allowed_tools,
+        max_budget_usd=e.max_budget_usd,
+        max_turns=e.max_turns,
+        timeout_s=e.timeout_s,
+        result=None,
+        error=None,
+        cause=None,
+        cancel_requested=False,
+        follow_up_prompt=None,
+        claimed_by=None,
+        slot=None,
+        run_count=0,
+        created_at=at,
+        updated_at=at,
+        queued_at=None,
+        started_at=None,
+        finished_at=None,
+        last_seq=seq,
+        subtasks=tuple(
+            [
+                SubtaskState(
+                    task_id=task_id, subtask_id=s.subtask_id, position=i, title=s.title, done=False
+                )
+                for i, s in enumerate(e.subtasks)
+            ]
+        ),
+    )
 
 
-def _subtask_added(s: TaskState, e: ev.SubtaskAdded, at: datetime) -> dict[str, Any]:
+def _edited(s: TaskState, e: ev.TaskEdited, at: datetime, seq: int) -> TaskState:
+    changes = _changes(e, ("title", "description", *_CONFIG_FIELDS))
+    return replace(s, **changes, updated_at=at, last_seq=seq)
+
+
+def _subtask_added(s: TaskState, e: ev.SubtaskAdded, at: datetime, seq: int) -> TaskState:
     sub = SubtaskState(
         task_id=s.id, subtask_id=e.subtask_id, position=len(s.subtasks), title=e.title, done=False
     )
-    return {"subtasks": (*s.subtasks, sub)}
+    return replace(s, subtasks=(*s.subtasks, sub), updated_at=at, last_seq=seq)
 
 
 def _subtask_marked(done: bool) -> Any:
     def step(
-        s: TaskState, e: ev.SubtaskCompleted | ev.SubtaskReopened, at: datetime
-    ) -> dict[str, Any]:
+        s: TaskState, e: ev.SubtaskCompleted | ev.SubtaskReopened, at: datetime, seq: int
+    ) -> TaskState:
         subs = tuple(
             replace(x, done=done) if x.subtask_id == e.subtask_id else x for x in s.subtasks
         )
-        return {"subtasks": subs}
+        return replace(s, subtasks=subs, updated_at=at, last_seq=seq)
 
     return step
 
 
-def _queued(s: TaskState, e: ev.TaskQueued, at: datetime) -> dict[str, Any]:
-    return dict(
+def _queued(s: TaskState, e: ev.TaskQueued, at: datetime, seq: int) -> TaskState:
+    return replace(
+        s,
         status="queued",
         queued_at=at,
         finished_at=None,
@@ -297,19 +316,26 @@ def _queued(s: TaskState, e: ev.TaskQueued, at: datetime) -> dict[str, Any]:
         cancel_requested=False,
         claimed_by=None,
         slot=None,
+        updated_at=at,
+        last_seq=seq,
     )
 
 
-def _unqueued(s: TaskState, e: ev.TaskUnqueued, at: datetime) -> dict[str, Any]:
-    return dict(status="draft", queued_at=None, follow_up_prompt=None)
+def _unqueued(s: TaskState, e: ev.TaskUnqueued, at: datetime, seq: int) -> TaskState:
+    return replace(
+        s, status="draft", queued_at=None, follow_up_prompt=None, updated_at=at, last_seq=seq
+    )
 
 
-def _claimed(s: TaskState, e: ev.TaskClaimed, at: datetime) -> dict[str, Any]:
-    return dict(status="claimed", claimed_by=e.node_id, slot=e.slot)
+def _claimed(s: TaskState, e: ev.TaskClaimed, at: datetime, seq: int) -> TaskState:
+    return replace(
+        s, status="claimed", claimed_by=e.node_id, slot=e.slot, updated_at=at, last_seq=seq
+    )
 
 
-def _started(s: TaskState, e: ev.TaskStarted, at: datetime) -> dict[str, Any]:
-    return dict(
+def _started(s: TaskState, e: ev.TaskStarted, at: datetime, seq: int) -> TaskState:
+    return replace(
+        s,
         status="running",
         claimed_by=e.node_id,
         slot=e.slot,
@@ -318,42 +344,65 @@ def _started(s: TaskState, e: ev.TaskStarted, at: datetime) -> dict[str, Any]:
         result=None,
         error=None,
         cause=None,
+        updated_at=at,
+        last_seq=seq,
     )
 
 
-def _requeued(s: TaskState, e: ev.TaskRequeued, at: datetime) -> dict[str, Any]:
-    return dict(status="queued", queued_at=at, claimed_by=None, slot=None)
+def _requeued(s: TaskState, e: ev.TaskRequeued, at: datetime, seq: int) -> TaskState:
+    return replace(
+        s, status="queued", queued_at=at, claimed_by=None, slot=None, updated_at=at, last_seq=seq
+    )
 
 
-def _finish(at: datetime, **fields: Any) -> dict[str, Any]:
-    return dict(finished_at=at, claimed_by=None, slot=None, cancel_requested=False, **fields)
+def _finished(
+    s: TaskState, at: datetime, seq: int, status: str, result: str | None, error: str | None,
+    cause: str | None,
+) -> TaskState:  # fmt: skip
+    """A task at its end: done, failed or cancelled."""
+    return replace(
+        s,
+        status=status,
+        result=result,
+        error=error,
+        cause=cause,
+        finished_at=at,
+        claimed_by=None,
+        slot=None,
+        cancel_requested=False,
+        updated_at=at,
+        last_seq=seq,
+    )
 
 
-def _completed(s: TaskState, e: ev.TaskCompleted, at: datetime) -> dict[str, Any]:
-    return _finish(at, status="done", result=e.result, error=None, cause=None)
+def _completed(s: TaskState, e: ev.TaskCompleted, at: datetime, seq: int) -> TaskState:
+    return _finished(s, at, seq, "done", e.result, None, None)
 
 
-def _failed(s: TaskState, e: ev.TaskFailed, at: datetime) -> dict[str, Any]:
-    return _finish(at, status="failed", error=e.error, cause=e.cause)
+def _failed(s: TaskState, e: ev.TaskFailed, at: datetime, seq: int) -> TaskState:
+    return _finished(s, at, seq, "failed", s.result, e.error, e.cause)
 
 
-def _cancel_requested(s: TaskState, e: ev.TaskCancelRequested, at: datetime) -> dict[str, Any]:
-    return dict(cancel_requested=True)
+def _cancel_requested(s: TaskState, e: ev.TaskCancelRequested, at: datetime, seq: int) -> TaskState:
+    return replace(s, cancel_requested=True, updated_at=at, last_seq=seq)
 
 
-def _cancelled(s: TaskState, e: ev.TaskCancelled, at: datetime) -> dict[str, Any]:
-    return _finish(at, status="cancelled", error=e.reason, cause="cancelled")
+def _cancelled(s: TaskState, e: ev.TaskCancelled, at: datetime, seq: int) -> TaskState:
+    return _finished(s, at, seq, "cancelled", s.result, e.reason, "cancelled")
 
 
-def _new_worktree(s: TaskState, at: datetime, kind: str, path: str, **git: Any) -> dict[str, Any]:
+def _new_worktree(
+    s: TaskState, at: datetime, seq: int, kind: str, path: str, branch: str | None = None,
+    base_branch: str | None = None, base_commit: str | None = None,
+) -> TaskState:  # fmt: skip
     wt = WorktreeState(
         task_id=s.id,
         kind=kind,
         path=path,
-        branch=git.get("branch"),
-        base_branch=git.get("base_branch"),
-        base_commit=git.get("base_commit"),
-        head_commit=git.get("base_commit"),
+        branch=branch,
+        base_branch=base_branch,
+        base_commit=base_commit,
+        head_commit=base_commit,
         status="active",
         commit_count=0,
         files_changed=0,
@@ -364,33 +413,33 @@ def _new_worktree(s: TaskState, at: datetime, kind: str, path: str, **git: Any) 
         created_at=at,
         updated_at=at,
     )
-    return {"worktree": wt}
+    return replace(s, worktree=wt, updated_at=at, last_seq=seq)
 
 
-def _worktree_created(s: TaskState, e: ev.WorktreeCreated, at: datetime) -> dict[str, Any]:
-    return _new_worktree(
-        s, at, "worktree", e.path,
-        branch=e.branch, base_branch=e.base_branch, base_commit=e.base_commit,
-    )  # fmt: skip
+def _worktree_created(s: TaskState, e: ev.WorktreeCreated, at: datetime, seq: int) -> TaskState:
+    return _new_worktree(s, at, seq, "worktree", e.path, e.branch, e.base_branch, e.base_commit)
 
 
-def _sandbox_created(s: TaskState, e: ev.SandboxCreated, at: datetime) -> dict[str, Any]:
-    return _new_worktree(s, at, "sandbox", e.path)
+def _sandbox_created(s: TaskState, e: ev.SandboxCreated, at: datetime, seq: int) -> TaskState:
+    return _new_worktree(s, at, seq, "sandbox", e.path)
 
 
-def _with_worktree(s: TaskState, at: datetime, **fields: Any) -> dict[str, Any]:
+def _with_worktree(s: TaskState, at: datetime, seq: int, **fields: Any) -> TaskState:
     if s.worktree is None:
-        return {}
-    return {"worktree": replace(s.worktree, updated_at=at, **fields)}
+        return replace(s, updated_at=at, last_seq=seq)
+    return replace(
+        s, worktree=replace(s.worktree, updated_at=at, **fields), updated_at=at, last_seq=seq
+    )
 
 
-def _worktree_committed(s: TaskState, e: ev.WorktreeCommitted, at: datetime) -> dict[str, Any]:
+def _worktree_committed(s: TaskState, e: ev.WorktreeCommitted, at: datetime, seq: int) -> TaskState:
     wt = s.worktree
     if wt is None:
-        return {}
+        return replace(s, updated_at=at, last_seq=seq)
     return _with_worktree(
         s,
         at,
+        seq,
         head_commit=e.commit,
         commit_count=wt.commit_count + 1,
         files_changed=wt.files_changed + e.files_changed,
@@ -399,15 +448,15 @@ def _worktree_committed(s: TaskState, e: ev.WorktreeCommitted, at: datetime) -> 
     )
 
 
-def _worktree_merged(s: TaskState, e: ev.WorktreeMerged, at: datetime) -> dict[str, Any]:
-    return _with_worktree(s, at, status="merged", merge_commit=e.merge_commit)
+def _worktree_merged(s: TaskState, e: ev.WorktreeMerged, at: datetime, seq: int) -> TaskState:
+    return _with_worktree(s, at, seq, status="merged", merge_commit=e.merge_commit)
 
 
-def _worktree_discarded(s: TaskState, e: ev.WorktreeDiscarded, at: datetime) -> dict[str, Any]:
-    return _with_worktree(s, at, status="discarded", kept_ref=e.kept_ref)
+def _worktree_discarded(s: TaskState, e: ev.WorktreeDiscarded, at: datetime, seq: int) -> TaskState:
+    return _with_worktree(s, at, seq, status="discarded", kept_ref=e.kept_ref)
 
 
-def _run_started(s: TaskState, e: ev.RunStarted, at: datetime) -> dict[str, Any]:
+def _run_started(s: TaskState, e: ev.RunStarted, at: datetime, seq: int) -> TaskState:
     run = RunState(
         task_id=s.id,
         run_number=e.run_number,
@@ -422,61 +471,77 @@ def _run_started(s: TaskState, e: ev.RunStarted, at: datetime) -> dict[str, Any]
         log_path=e.log_path,
         started_at=at,
     )
-    runs = (*tuple(r for r in s.runs if r.run_number != e.run_number), run)
-    return dict(runs=runs, run_count=max(s.run_count, e.run_number))
+    runs = (*[r for r in s.runs if r.run_number != e.run_number], run)
+    run_count = max(s.run_count, e.run_number)
+    return replace(s, runs=runs, run_count=run_count, updated_at=at, last_seq=seq)
 
 
-def _with_run(s: TaskState, run_number: int, **fields: Any) -> dict[str, Any]:
-    runs = tuple(replace(r, **fields) if r.run_number == run_number else r for r in s.runs)
-    return {"runs": runs}
+def _with_run(s: TaskState, at: datetime, seq: int, number: int, run: RunState | None) -> TaskState:
+    """The task with run `number` replaced by `run` (None: the task has no such run)."""
+    if run is None:
+        return replace(s, updated_at=at, last_seq=seq)
+    runs = tuple([run if r.run_number == number else r for r in s.runs])
+    return replace(s, runs=runs, updated_at=at, last_seq=seq)
 
 
-def _run_spawned(s: TaskState, e: ev.RunProcessSpawned, at: datetime) -> dict[str, Any]:
-    return _with_run(s, e.run_number, pid=e.pid)
+def _run_of(s: TaskState, number: int) -> RunState | None:
+    for r in s.runs:
+        if r.run_number == number:
+            return r
+    return None
 
 
-def _run_session(s: TaskState, e: ev.RunSessionOpened, at: datetime) -> dict[str, Any]:
-    return _with_run(
-        s,
-        e.run_number,
-        session_id=e.session_id,
-        cli_version=e.cli_version,
-        model=e.model,
-        permission_mode=e.permission_mode,
-    )
+def _run_spawned(s: TaskState, e: ev.RunProcessSpawned, at: datetime, seq: int) -> TaskState:
+    run = _run_of(s, e.run_number)
+    return _with_run(s, at, seq, e.run_number, run and replace(run, pid=e.pid))
 
 
-def _session_lost(s: TaskState, e: ev.SessionLost, at: datetime) -> dict[str, Any]:
-    return {}  # a record for auditors; the next run's RunStarted says what it resumes
+def _run_session(s: TaskState, e: ev.RunSessionOpened, at: datetime, seq: int) -> TaskState:
+    run = _run_of(s, e.run_number)
+    if run is not None:
+        run = replace(
+            run,
+            session_id=e.session_id,
+            cli_version=e.cli_version,
+            model=e.model,
+            permission_mode=e.permission_mode,
+        )
+    return _with_run(s, at, seq, e.run_number, run)
 
 
-def _run_finished(s: TaskState, e: ev.RunFinished, at: datetime) -> dict[str, Any]:
-    structured = (
-        None if e.structured_output is None else msgspec.json.encode(e.structured_output).decode()
-    )
-    return _with_run(
-        s,
-        e.run_number,
-        success=e.success,
-        exit_code=e.exit_code,
-        cause=e.cause,
-        result=e.result,
-        error=e.error,
-        structured_output=structured,
-        turn_count=e.turn_count,
-        tokens_in=e.tokens_in,
-        tokens_out=e.tokens_out,
-        cache_read_tokens=e.cache_read_tokens,
-        cache_creation_tokens=e.cache_creation_tokens,
-        cost_usd=e.cost_usd,
-        duration_ms=e.duration_ms,
-        api_error_status=e.api_error_status,
-        line_count=e.line_count,
-        transcript_sha256=e.transcript_sha256,
-        finished_at=at,
-    )
+def _session_lost(s: TaskState, e: ev.SessionLost, at: datetime, seq: int) -> TaskState:
+    # A record for auditors; the next run's RunStarted says what it resumes.
+    return replace(s, updated_at=at, last_seq=seq)
 
 
+def _run_finished(s: TaskState, e: ev.RunFinished, at: datetime, seq: int) -> TaskState:
+    run = _run_of(s, e.run_number)
+    if run is not None:
+        structured = e.structured_output
+        run = replace(
+            run,
+            success=e.success,
+            exit_code=e.exit_code,
+            cause=e.cause,
+            result=e.result,
+            error=e.error,
+            structured_output=None if structured is None else _json.encode(structured).decode(),
+            turn_count=e.turn_count,
+            tokens_in=e.tokens_in,
+            tokens_out=e.tokens_out,
+            cache_read_tokens=e.cache_read_tokens,
+            cache_creation_tokens=e.cache_creation_tokens,
+            cost_usd=e.cost_usd,
+            duration_ms=e.duration_ms,
+            api_error_status=e.api_error_status,
+            line_count=e.line_count,
+            transcript_sha256=e.transcript_sha256,
+            finished_at=at,
+        )
+    return _with_run(s, at, seq, e.run_number, run)
+
+
+_json = msgspec.json.Encoder()
 _TASK_STEPS: Final[dict[type[ev.Event], Any]] = {
     ev.TaskEdited: _edited,
     ev.SubtaskAdded: _subtask_added,

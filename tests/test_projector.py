@@ -360,3 +360,27 @@ def test_the_writer_reopens_its_connection_and_goes_on_where_it_was(
     for table in ("tasks", "runs", "worktrees", "subtasks"):
         query = f"SELECT * FROM {table}"
         assert reopened.con.execute(query).fetchall() == fresh.con.execute(query).fetchall()
+
+
+# One value for each agent setting, none of them a default.
+_SETTINGS = {
+    "model": "claude-sonnet-4-6",
+    "system_prompt": "Be brief.",
+    "agent_path": "/agents/reviewer.md",
+    "permission_mode": "acceptEdits",
+    "allowed_tools": ("Bash", "Edit"),
+    "max_budget_usd": 1.5,
+    "max_turns": 7,
+    "timeout_s": 90.0,
+}
+
+
+def test_created_lists_and_tasks_carry_every_agent_setting() -> None:
+    from projections.state import fold_list, fold_task
+
+    # A new setting must be given a value here, and carried by both creations' folds.
+    assert set(_SETTINGS) == set(ev.AGENT_SETTINGS)
+    lst = ev.envelop(ev.ListCreated(name="l", **_SETTINGS), "l1", ORIGIN)  # type: ignore[arg-type]
+    task = ev.envelop(ev.TaskCreated(list_id="l1", title="t", **_SETTINGS), "t1", ORIGIN)  # type: ignore[arg-type]
+    for state in (fold_list(None, lst, 1), fold_task(None, task, 2)):
+        assert {n: getattr(state, n) for n in _SETTINGS} == _SETTINGS
