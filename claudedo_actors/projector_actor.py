@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -172,7 +173,9 @@ class ProjectionFeed:
     async def _run(self) -> None:
         backoff_s = _MIN_BACKOFF_S
         loop = asyncio.get_running_loop()
-        applied_at = 0.0
+        # Nothing applied yet, so nothing to linger after. Not 0.0: the loop's clock counts
+        # from the machine's start, and a machine up for less than a linger would wait.
+        applied_at = -math.inf
         while True:
             try:
                 await self._catch_up()

@@ -63,9 +63,11 @@ class Feed:
 
 @pytest.fixture
 def feed(jsenv: JetStreamEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Feed]:
-    # Lingers far longer than any test waits: a batch that comes early was asked for.
-    monkeypatch.setattr(projector_actor, "_LINGER_S", 3600.0)
-    monkeypatch.setattr(projector_actor, "_QUERY_LINGER_S", 3600.0)
+    # Lingers far longer than any test waits, and than any machine has been up (the loop's
+    # clock counts from its start): a batch that comes early was asked for, and the first
+    # event, applied at once below, shows that the feed lingers only after a batch.
+    monkeypatch.setattr(projector_actor, "_LINGER_S", 1e9)
+    monkeypatch.setattr(projector_actor, "_QUERY_LINGER_S", 1e9)
     f = Feed(jsenv, tmp_path / "projection.duckdb")
     # After a quiet moment an event is applied at once, nobody waiting for it.
     first = f.append(ev.TaskCreated(list_id="l1", title="t"))
