@@ -347,7 +347,7 @@ def _projector_parts(n: int, batches: list[list[ev.RawEvent]], folder: Path) -> 
         for batch in batches:
             out = _EventRows()
             for raw, env in zip(batch, envs[start : start + len(batch)], strict=True):
-                out.add(raw, env, "l1")
+                out.add((raw, env, "l1"))
             out.table(schema)
             start += len(batch)
 
