@@ -236,6 +236,14 @@ def bench_projector(sizes: list[int]) -> None:
                 events_per_s=read / (time.perf_counter() - t),
                 **cpu.per_event(read),
             )
+            cpu = _CpuMeter()
+            t = time.perf_counter()
+            _fold_only(replay(url, STREAM, 1, last))
+            report(
+                f"read, decode and fold, nothing stored ({n:,} events)",
+                events_per_s=last / (time.perf_counter() - t),
+                **cpu.per_event(last),
+            )
             folder = Path(tempfile.mkdtemp(prefix="bench-proj-"))
             cpu = _CpuMeter()
             t = time.perf_counter()
@@ -257,6 +265,35 @@ def bench_projector(sizes: list[int]) -> None:
                     events_per_s=catch_up,
                     vs_raw_read_pct=100 * catch_up / raw,
                 )
+
+
+def _fold_only(batches: Iterator[list[ev.RawEvent]]) -> None:
+    """What a rebuild does but storing: the reader's batches decoded, checked and folded
+    into states kept in memory, with the rebuild's reader thread. How fast the one fold can go
+    before anything is written."""
+    import gc
+
+    from projections.projector import _decode_checked
+    from projections.rebuild import apply_pipelined
+    from projections.state import fold_list, fold_task
+
+    lists: dict[str, Any] = {}
+    tasks: dict[str, Any] = {}
+
+    def fold(batch: list[ev.RawEvent]) -> int:
+        gc.disable()
+        for raw in batch:
+            env = _decode_checked(raw)[1]
+            assert env is not None, raw
+            agg = env.aggregate_id
+            if type(env.event).AGGREGATE == "list":
+                lists[agg] = fold_list(lists.get(agg), env, raw.seq)
+            else:
+                tasks[agg] = fold_task(tasks.get(agg), env, raw.seq)
+        gc.enable()
+        return len(batch)
+
+    apply_pipelined(batches, fold)
 
 
 def _apply_memory(n: int, batches: list[list[ev.RawEvent]], folder: Path) -> None:
