@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -17,13 +18,28 @@ SCHEMA_DIR = Path(__file__).parent / "schema"
 
 def schemas() -> dict[str, dict[str, Any]]:
     """File name -> schema: the envelope (with the union of all events) and one per event."""
-    out: dict[str, dict[str, Any]] = {"Envelope.json": msgspec.json.schema(Envelope)}
+    out: dict[str, dict[str, Any]] = {"Envelope.json": _cleaned(msgspec.json.schema(Envelope))}
     for cls in ALL_EVENTS:
-        schema = msgspec.json.schema(cls)
+        schema = _cleaned(msgspec.json.schema(cls))
         schema["x-aggregate"] = cls.AGGREGATE
         schema["x-schema-version"] = cls.SCHEMA_VERSION
         out[f"{cls.__name__}.json"] = schema
     return out
+
+
+def _cleaned(node: Any) -> Any:
+    """`node` with every description dedented as inspect.cleandoc does: msgspec 0.23 does it
+    itself and earlier versions did not, so the files do not depend on the version."""
+    if isinstance(node, dict):
+        return {
+            key: inspect.cleandoc(value)
+            if key == "description" and isinstance(value, str)
+            else _cleaned(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_cleaned(value) for value in node]
+    return node
 
 
 def render(schema: dict[str, Any]) -> str:
