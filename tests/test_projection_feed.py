@@ -69,12 +69,16 @@ def feed(jsenv: JetStreamEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(projector_actor, "_LINGER_S", 1e9)
     monkeypatch.setattr(projector_actor, "_QUERY_LINGER_S", 1e9)
     f = Feed(jsenv, tmp_path / "projection.duckdb")
-    # After a quiet moment an event is applied at once, nobody waiting for it.
-    first = f.append(ev.TaskCreated(list_id="l1", title="t"))
-    f.wait_for(first, hurry=False)
-    assert f.sizes == [1]
-    yield f
-    f.close()
+    # Closed however the test ends: a projector actor left running keeps the test process
+    # from exiting.
+    try:
+        # After a quiet moment an event is applied at once, nobody waiting for it.
+        first = f.append(ev.TaskCreated(list_id="l1", title="t"))
+        f.wait_for(first, hurry=False)
+        assert f.sizes == [1]
+        yield f
+    finally:
+        f.close()
 
 
 def _subtasks(n: int) -> list[ev.SubtaskAdded]:
