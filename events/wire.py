@@ -84,13 +84,21 @@ class WireConnection:
         head = f"PUB {subject} {reply} {len(payload)}\r\n".encode()
         self.send(head + payload + _CRLF)
 
-    def _fill(self) -> None:
-        # The buffer is bytes, so a message's payload is a slice of it, copied once. What is
-        # left unread before a receive is at most one message.
-        chunk = self.sock.recv(1 << 20)
-        if not chunk:
-            raise WireError("connection closed by server")
-        self.buf = self.buf[self.pos :] + chunk if self.pos < len(self.buf) else chunk
+    def _fill(self, at_least: int = 1) -> None:
+        """Receive until `at_least` more bytes than the unread ones have come.
+
+        The buffer is bytes, so a message's payload is a slice of it, copied once; what was
+        left unread (at most one message) is joined with what came in one copy, however many
+        receives a large message takes."""
+        chunks = [self.buf[self.pos :]] if self.pos < len(self.buf) else []
+        got = 0
+        while got < at_least:
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise WireError("connection closed by server")
+            chunks.append(chunk)
+            got += len(chunk)
+        self.buf = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self.pos = 0
 
     def _line(self) -> bytes:
@@ -103,8 +111,9 @@ class WireConnection:
             self._fill()
 
     def _need(self, n: int) -> None:
-        while len(self.buf) - self.pos < n:
-            self._fill()
+        missing = n - (len(self.buf) - self.pos)
+        if missing > 0:
+            self._fill(missing)
 
     def frames(self) -> Iterator[tuple[bytes, bytes | None, bytes, bytes]]:
         """(subject, reply, headers, payload) of each message; answers PINGs on the way."""
@@ -159,7 +168,10 @@ class WireConnection:
                     start = end + 2
                     stop = start + int(parts[-1])
                     if stop + 2 > size:
-                        break
+                        self.pos = pos
+                        self._fill(stop + 2 - size)
+                        buf, pos, size = self.buf, self.pos, len(self.buf)
+                        continue
                     if len(parts) != 5:
                         self.pos = stop + 2
                         status = buf[start:stop].split(_CRLF, 1)[0]
