@@ -20,7 +20,6 @@ from events.wire import WireConnection, WireError, WireUnsupported
 # The replay's own names for the wire client's errors.
 ReplayUnsupported = WireUnsupported
 ReplayError = WireError
-_CRLF = b"\r\n"
 log = logging.getLogger("claudedo.replay")
 
 

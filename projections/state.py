@@ -239,6 +239,11 @@ def fold_task(state: TaskState | None, env: ev.Envelope, seq: int) -> TaskState:
     return step(state, e, env.occurred_at, seq)  # type: ignore[no-any-return]
 
 
+def _touched(s: TaskState, at: datetime, seq: int) -> TaskState:
+    """The task changed by nothing but the event's time and sequence."""
+    return replace(s, updated_at=at, last_seq=seq)
+
+
 def _created(task_id: str, e: ev.TaskCreated, at: datetime, seq: int) -> TaskState:
     return TaskState(
         id=task_id,
@@ -426,7 +431,7 @@ def _sandbox_created(s: TaskState, e: ev.SandboxCreated, at: datetime, seq: int)
 
 def _with_worktree(s: TaskState, at: datetime, seq: int, **fields: Any) -> TaskState:
     if s.worktree is None:
-        return replace(s, updated_at=at, last_seq=seq)
+        return _touched(s, at, seq)
     return replace(
         s, worktree=replace(s.worktree, updated_at=at, **fields), updated_at=at, last_seq=seq
     )
@@ -435,7 +440,7 @@ def _with_worktree(s: TaskState, at: datetime, seq: int, **fields: Any) -> TaskS
 def _worktree_committed(s: TaskState, e: ev.WorktreeCommitted, at: datetime, seq: int) -> TaskState:
     wt = s.worktree
     if wt is None:
-        return replace(s, updated_at=at, last_seq=seq)
+        return _touched(s, at, seq)
     return _with_worktree(
         s,
         at,
@@ -479,7 +484,7 @@ def _run_started(s: TaskState, e: ev.RunStarted, at: datetime, seq: int) -> Task
 def _with_run(s: TaskState, at: datetime, seq: int, number: int, run: RunState | None) -> TaskState:
     """The task with run `number` replaced by `run` (None: the task has no such run)."""
     if run is None:
-        return replace(s, updated_at=at, last_seq=seq)
+        return _touched(s, at, seq)
     runs = tuple([run if r.run_number == number else r for r in s.runs])
     return replace(s, runs=runs, updated_at=at, last_seq=seq)
 
@@ -511,7 +516,7 @@ def _run_session(s: TaskState, e: ev.RunSessionOpened, at: datetime, seq: int) -
 
 def _session_lost(s: TaskState, e: ev.SessionLost, at: datetime, seq: int) -> TaskState:
     # A record for auditors; the next run's RunStarted says what it resumes.
-    return replace(s, updated_at=at, last_seq=seq)
+    return _touched(s, at, seq)
 
 
 def _run_finished(s: TaskState, e: ev.RunFinished, at: datetime, seq: int) -> TaskState:

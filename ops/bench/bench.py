@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from claudedo_actors.natsserver import EmbeddedNats
 from events.log import STREAM, EventLog
 from events.replay import replay
 from projections.rebuild import rebuild_file
+from projections.state import fold_list, fold_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import runner_bench
@@ -267,6 +268,19 @@ def bench_projector(sizes: list[int]) -> None:
                 )
 
 
+def _fold_all(
+    pairs: Iterable[tuple[ev.Envelope | None, int]], lists: dict[str, Any], tasks: dict[str, Any]
+) -> None:
+    """Fold each (envelope, sequence) into its aggregate's state, in `lists` or `tasks`."""
+    for env, seq in pairs:
+        assert env is not None, seq
+        agg = env.aggregate_id
+        if type(env.event).AGGREGATE == "list":
+            lists[agg] = fold_list(lists.get(agg), env, seq)
+        else:
+            tasks[agg] = fold_task(tasks.get(agg), env, seq)
+
+
 def _fold_only(batches: Iterator[list[ev.RawEvent]]) -> None:
     """What a rebuild does but storing: the reader's batches decoded, checked and folded
     into states kept in memory, with the rebuild's reader thread. How fast the one fold can go
@@ -275,21 +289,13 @@ def _fold_only(batches: Iterator[list[ev.RawEvent]]) -> None:
 
     from projections.projector import _decode_checked
     from projections.rebuild import apply_pipelined
-    from projections.state import fold_list, fold_task
 
     lists: dict[str, Any] = {}
     tasks: dict[str, Any] = {}
 
     def fold(batch: list[ev.RawEvent]) -> int:
         gc.disable()
-        for raw in batch:
-            env = _decode_checked(raw)[1]
-            assert env is not None, raw
-            agg = env.aggregate_id
-            if type(env.event).AGGREGATE == "list":
-                lists[agg] = fold_list(lists.get(agg), env, raw.seq)
-            else:
-                tasks[agg] = fold_task(tasks.get(agg), env, raw.seq)
+        _fold_all([(_decode_checked(raw)[1], raw.seq) for raw in batch], lists, tasks)
         gc.enable()
         return len(batch)
 
@@ -353,7 +359,6 @@ def _projector_parts(n: int, batches: list[list[ev.RawEvent]], folder: Path) -> 
     import gc
 
     from projections.projector import Projection, _decode_checked, _EventRows
-    from projections.state import fold_list, fold_task
     from projections.store import arrow_schema, open_db
 
     raws = [r for b in batches for r in b]
@@ -370,14 +375,10 @@ def _projector_parts(n: int, batches: list[list[ev.RawEvent]], folder: Path) -> 
         for raw in raws:
             _decode_checked(raw)
 
+    seqs = [r.seq for r in raws]
+
     def fold() -> None:
-        lists: dict[str, Any] = {}
-        tasks: dict[str, Any] = {}
-        for raw, env in zip(raws, envs, strict=True):
-            if type(env.event).AGGREGATE == "list":
-                lists[env.aggregate_id] = fold_list(lists.get(env.aggregate_id), env, raw.seq)
-            else:
-                tasks[env.aggregate_id] = fold_task(tasks.get(env.aggregate_id), env, raw.seq)
+        _fold_all(zip(envs, seqs, strict=True), {}, {})
 
     def rows() -> None:
         start = 0
