@@ -2,6 +2,6 @@
 
 import sys
 
-from claudedo_actors.cli import main
+from claudedo_actors.cli.commands import main
 
 sys.exit(main())

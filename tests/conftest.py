@@ -17,7 +17,7 @@ from typing import Any
 import nats
 import pytest
 
-from claudedo_actors.natsserver import EmbeddedNats
+from claudedo_actors.node.embedded_nats import EmbeddedNats
 
 
 def wait_until(cond: Callable[[], Any], timeout_s: float = 20.0, what: str = "condition") -> Any:

@@ -10,8 +10,8 @@ from typing import Any
 
 import psutil
 
-from claudedo_actors.agent_process import RUN_MARK
-from claudedo_actors.client import NodeClient
+from claudedo_actors.agent.process import RUN_MARK
+from claudedo_actors.cli.client import NodeClient
 from tests.conftest import NodeProcess, wait_until
 
 FAKE = Path(__file__).resolve().parent / "fake_claude" / "claude"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from claudedo_actors import agent_command as ac
+from claudedo_actors.agent import command as ac
+from claudedo_actors.agent import prompts
 from events.errors import ClaudeDoError
 from projections import SubtaskState
 
@@ -17,19 +18,19 @@ def _sub(title: str, done: bool, i: int) -> SubtaskState:
 
 
 def test_prompt_is_the_title_alone_without_description_or_subtasks() -> None:
-    assert ac.task_prompt("Fix it", "   \n", []) == "Fix it"
+    assert prompts.task_prompt("Fix it", "   \n", []) == "Fix it"
 
 
 def test_prompt_adds_trimmed_description_and_checklist_ending_in_a_newline() -> None:
     subs = [_sub("one", True, 0), _sub("two", False, 1)]
-    assert ac.task_prompt("Fix it", "\n  Carefully. \n", subs) == (
+    assert prompts.task_prompt("Fix it", "\n  Carefully. \n", subs) == (
         "Fix it\n\nCarefully.\n\n## Sub-Tasks\n- [x] one\n- [ ] two\n"
     )
-    assert ac.task_prompt("Fix it", "", subs[1:]) == "Fix it\n\n## Sub-Tasks\n- [ ] two\n"
+    assert prompts.task_prompt("Fix it", "", subs[1:]) == "Fix it\n\n## Sub-Tasks\n- [ ] two\n"
 
 
 def test_retry_prompt_is_the_references() -> None:
-    assert ac.retry_prompt("boom") == (
+    assert prompts.retry_prompt("boom") == (
         "The previous attempt failed with:\n\nboom\n\nTry again and fix the issues."
     )
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import psutil
 
-from claudedo_actors.agent_process import AgentProcess, kill_run, processes_of_run
-from claudedo_actors.streamjson import StreamJsonReader
+from claudedo_actors.agent.process import AgentProcess, kill_run, processes_of_run
+from claudedo_actors.agent.stream_json import StreamJsonReader
 from tests.conftest import wait_until
 
 FAKE = Path(__file__).resolve().parent / "fake_claude" / "claude"

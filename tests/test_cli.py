@@ -359,7 +359,7 @@ def test_commands_during_rebuilds_always_read_their_own_writes(
 ) -> None:
     import threading
 
-    from claudedo_actors.client import NodeClient
+    from claudedo_actors.cli.client import NodeClient
 
     _list(node, git_repo)
     for i in range(30):
@@ -404,7 +404,7 @@ def test_sql_json_keeps_repeated_column_names(node: NodeProcess) -> None:
 def test_concurrent_list_commands_all_succeed(node: NodeProcess, git_repo: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from claudedo_actors.client import NodeClient
+    from claudedo_actors.cli.client import NodeClient
 
     def add(i: int) -> str:
         return str(NodeClient(node.home).request("list.add", {"name": f"l{i}"})["name"])

@@ -140,7 +140,7 @@ def test_subjects_parse_back() -> None:
 
 
 def test_agent_settings_are_fields_of_every_event_and_request_that_carries_them() -> None:
-    from claudedo_actors import requests as rq
+    from claudedo_actors.api import verbs as rq
 
     for cls in (ev.ListCreated, ev.ListConfigured, ev.TaskCreated, ev.TaskEdited,
                 rq.AgentSettings, rq.AgentSettingsChange):  # fmt: skip

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from claudedo_actors.streamjson import StreamJsonReader
+from claudedo_actors.agent.stream_json import StreamJsonReader
 from tests.conftest import wait_until
 
 FAKE = Path(__file__).resolve().parent / "fake_claude" / "claude"

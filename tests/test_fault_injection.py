@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from claudedo_actors.client import NodeClient
+from claudedo_actors.cli.client import NodeClient
 from events.errors import ClaudeDoError
 from tests.conftest import NodeProcess, wait_until
 

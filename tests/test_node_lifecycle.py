@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 import events as ev
-from claudedo_actors.natsserver import find_nats_server, free_port
+from claudedo_actors.node.embedded_nats import find_nats_server, free_port
 from events.log import EventLog
 from projections import Projection
 from tests.conftest import JetStreamEnv, NodeProcess, wait_until
@@ -280,8 +280,8 @@ def test_a_bad_heartbeat_setting_is_refused_at_once(tmp_path: Path, value: str) 
 def test_a_stopped_bridge_leaves_no_task_pending(jsenv: JetStreamEnv) -> None:
     # A JetStream subscription runs heartbeat and flow-control tasks that a drain leaves
     # running; a loop stopped with them pending logs "Task was destroyed but it is pending".
-    from claudedo_actors.bridge import NatsBridge
-    from claudedo_actors.log_facade import LogFacade
+    from claudedo_actors.node.bridge import NatsBridge
+    from claudedo_actors.node.log_facade import LogFacade
 
     jsenv.run(EventLog(jsenv.js).ensure_stream())
     bridge = NatsBridge()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from claudedo_actors.natsserver import find_nats_server
+from claudedo_actors.node.embedded_nats import find_nats_server
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "ops" / "nats").glob("*.conf"))
 

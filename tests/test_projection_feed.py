@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 import events as ev
-from claudedo_actors import projector_actor
-from claudedo_actors.projector_actor import ProjectionFeed, ProjectorActor
+from claudedo_actors.node import projector_actor
+from claudedo_actors.node.projector_actor import ProjectionFeed, ProjectorActor
 from events.log import STREAM, EventLog, RawEvent
 from events.replay import replay_batches
 from tests.conftest import JetStreamEnv

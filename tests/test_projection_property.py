@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import events as ev
-from claudedo_actors import requests as rq
-from claudedo_actors.commands import Decider
+from claudedo_actors.api import verbs as rq
+from claudedo_actors.api.decider import Decider
 from events.errors import ClaudeDoError
 from events.log import EventLog
 from projections import Projection, refusal

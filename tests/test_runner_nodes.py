@@ -13,8 +13,8 @@ import nats
 import psutil
 import pytest
 
-from claudedo_actors.follow import follow_output
-from claudedo_actors.run_output import END_HEADER, LINE_HEADER, PART_HEADER
+from claudedo_actors.agent.follow import follow_output
+from claudedo_actors.agent.run_output import END_HEADER, LINE_HEADER, PART_HEADER
 from events.log import OUTPUT_STREAM
 from tests.conftest import wait_until
 from tests.runner_support import Runner, processes_marked

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from claudedo_actors.streamjson import CAUSES, StreamJsonReader
+from claudedo_actors.agent.stream_json import CAUSES, StreamJsonReader
 
 # Real transcripts of the CLI (README.md in that folder says how they were captured).
 TRANSCRIPTS = Path(__file__).resolve().parent / "fixtures" / "claude-code-2.1.197"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from claudedo_actors import worktrees as wt
+from claudedo_actors.git import worktrees as wt
 from tests.runner_support import git_out
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import nats
 
 import events as ev
-from claudedo_actors.natsserver import EmbeddedNats
+from claudedo_actors.node.embedded_nats import EmbeddedNats
 from events.log import STREAM, EventLog
 from events.replay import replay
 from projections.rebuild import rebuild_file
@@ -428,7 +428,7 @@ def _node_catch_up(url: str, home: Path, last: int, applied: list[ev.RawEvent]) 
     log line (start-up: interpreter, imports, connection, is not catch-up) to the
     projection's checkpoint reaching `last`.
     """
-    from claudedo_actors.client import NodeClient
+    from claudedo_actors.cli.client import NodeClient
     from projections.projector import Projection
 
     if applied:
@@ -526,7 +526,7 @@ def bench_cli(rounds: int) -> None:
 
 
 def bench_query(n_tasks: int, rounds: int) -> None:
-    from claudedo_actors.client import NodeClient
+    from claudedo_actors.cli.client import NodeClient
 
     with nats_server() as url:
         asyncio.run(_load_tasks(url, n_tasks))

@@ -66,7 +66,7 @@ def _instant_agent(base: Path) -> Path:
 
 @contextmanager
 def _node(base: Path, slots: int, agent: Path) -> Iterator[tuple[Any, psutil.Process]]:
-    from claudedo_actors.client import NodeClient
+    from claudedo_actors.cli.client import NodeClient
 
     home = base / f"home-{slots}"
     env = {

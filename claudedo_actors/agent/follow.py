@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 import events as ev
-from claudedo_actors.run_output import END_HEADER, LINE_HEADER, PART_HEADER
+from claudedo_actors.agent.run_output import END_HEADER, LINE_HEADER, PART_HEADER
 from events.log import OUTPUT_STREAM
 
 

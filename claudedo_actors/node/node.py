@@ -18,12 +18,15 @@ import pyarrow as pa
 import pykka
 
 import events as ev
-from claudedo_actors.api import Api
-from claudedo_actors.bridge import NatsBridge
-from claudedo_actors.dispatch import QueueActor
-from claudedo_actors.home import Home, NodeAddress
-from claudedo_actors.log_facade import LogFacade
-from claudedo_actors.messages import (
+from claudedo_actors.api.handlers import Api
+from claudedo_actors.node.bridge import NatsBridge
+from claudedo_actors.node.embedded_nats import EmbeddedNats
+from claudedo_actors.node.home import Home, NodeAddress
+from claudedo_actors.node.log_facade import LogFacade
+from claudedo_actors.node.presence import Presence, beat_interval
+from claudedo_actors.node.projector_actor import ProjectionFeed, ProjectorActor
+from claudedo_actors.node.supervisor import Supervisor
+from claudedo_actors.runner.messages import (
     NodesChanged,
     ProjectionAdvanced,
     ResumeDispatch,
@@ -31,11 +34,8 @@ from claudedo_actors.messages import (
     SlotReplaced,
     TaskQueuedSeen,
 )
-from claudedo_actors.natsserver import EmbeddedNats
-from claudedo_actors.presence import Presence, beat_interval
-from claudedo_actors.projector_actor import ProjectionFeed, ProjectorActor
-from claudedo_actors.slot import RunnerContext, SlotActor
-from claudedo_actors.supervisor import Supervisor
+from claudedo_actors.runner.queue import QueueActor
+from claudedo_actors.runner.slot import RunnerContext, SlotActor
 from events.errors import ClaudeDoError
 from events.log import STREAM
 from events.replay import replay_batches

@@ -19,9 +19,8 @@ from typing import Any, Protocol
 import pykka
 
 import events as ev
-from claudedo_actors.agent_command import session_node
-from claudedo_actors.log_facade import LogFacade
-from claudedo_actors.messages import (
+from claudedo_actors.agent.command import session_node
+from claudedo_actors.runner.messages import (
     Assign,
     CancelTask,
     Claim,
@@ -32,7 +31,8 @@ from claudedo_actors.messages import (
     SlotReplaced,
     TaskQueuedSeen,
 )
-from claudedo_actors.recovery import settle_orphan
+from claudedo_actors.runner.ports import TaskLog
+from claudedo_actors.runner.recovery import settle_orphan
 from projections import ListState, Projection, TaskState
 from projections import queries as q
 
@@ -49,7 +49,7 @@ _QueueView = tuple[
 
 
 class NodesView(Protocol):
-    """What the queue asks of the node's presence (claudedo_actors/presence.py)."""
+    """What the queue asks of the node's presence (claudedo_actors/node/presence.py)."""
 
     def alive(self) -> frozenset[str]: ...
 
@@ -64,7 +64,7 @@ class QueueActor(pykka.ThreadingActor):
     def __init__(
         self,
         node_id: str,
-        facade: LogFacade,
+        facade: TaskLog,
         projector: Callable[[], Any],
         slots: list[pykka.ActorRef[Any]],
         on_crash: Callable[[str], None],

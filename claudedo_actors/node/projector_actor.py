@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import pykka
 
+from claudedo_actors.api.ports import ReadLog
 from events.log import EventLog, RawEvent
 from projections import GapError, Projection
 from projections.rebuild import apply_pipelined, rebuild_file
@@ -37,7 +38,6 @@ _MAX_BACKOFF_S = 5.0
 
 
 # Reads the log from one sequence to another, in batches (events.replay.replay_batches).
-ReadLog = Callable[[int, int], Iterable[list[RawEvent]]]
 
 
 class ProjectorActor(pykka.ThreadingActor):

@@ -1,5 +1,5 @@
 """Settling tasks held by no running slot: this node's after a crash or a lost claim reply,
-and those of a node whose heartbeat expired (claudedo_actors/presence.py).
+and those of a node whose heartbeat expired (claudedo_actors/node/presence.py).
 
 The task is folded from the log, not from the projection. Processes of its unfinished runs are
 killed (found by the run mark their environment carries), the runs are finished with cause
@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 
 import events as ev
-from claudedo_actors.agent_process import kill_run
-from claudedo_actors.log_facade import LogFacade
-from claudedo_actors.run_actor import run_mark
+from claudedo_actors.agent.process import kill_run
+from claudedo_actors.runner.ports import TaskLog
+from claudedo_actors.runner.run import run_mark
 from projections import TaskState
 
 log = logging.getLogger("claudedo.recovery")
@@ -24,7 +24,7 @@ LOST_OTHER = "Node {node} stopped answering during the run (its heartbeat expire
 
 
 def settle_orphan(
-    facade: LogFacade, task_id: str, node_id: str, holder: str | None = None
+    facade: TaskLog, task_id: str, node_id: str, holder: str | None = None
 ) -> str | None:
     """Settle one task held by `holder` (default: this node, `node_id`); returns what was
     done ('requeued', 'failed', 'cancelled') or None."""

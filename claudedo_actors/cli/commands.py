@@ -128,8 +128,8 @@ def _abspath(path: str) -> str:
 
 
 def _request(home: Path | None, verb: str, payload: dict[str, Any]) -> Any:
-    from claudedo_actors.client import NodeClient
-    from claudedo_actors.home import resolve_home
+    from claudedo_actors.cli.client import NodeClient
+    from claudedo_actors.node.home import resolve_home
 
     return NodeClient(resolve_home(home)).request(verb, payload)
 
@@ -143,7 +143,7 @@ def _emit(data: Any, as_json: bool, view: str) -> None:
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
         return
-    from claudedo_actors import render
+    from claudedo_actors.cli import render
 
     getattr(render, view)(data)
 
@@ -179,8 +179,8 @@ def up(home: Path | None, nats: str | None, slots: int, claude_bin: str | None) 
     """Start a node: embedded NATS (unless --nats), projector and API. Stops on Ctrl-C."""
     import logging
 
-    from claudedo_actors.home import resolve_home
-    from claudedo_actors.node import Node
+    from claudedo_actors.node.home import resolve_home
+    from claudedo_actors.node.node import Node
 
     logging.basicConfig(
         level=os.environ.get("CLAUDEDO_LOG_LEVEL", "INFO").upper(),
@@ -368,9 +368,9 @@ def log_command(task_id: str, run_number: int | None, follow: bool, home: Path |
     """A run's stream-json transcript (NDJSON): from its file, or live with --follow."""
     import asyncio
 
-    from claudedo_actors.client import NodeClient
-    from claudedo_actors.follow import follow_output
-    from claudedo_actors.home import resolve_home
+    from claudedo_actors.agent.follow import follow_output
+    from claudedo_actors.cli.client import NodeClient
+    from claudedo_actors.node.home import resolve_home
 
     client = NodeClient(resolve_home(home))
     task = client.request("task.show", {"task": task_id})
@@ -421,7 +421,7 @@ def log_command(task_id: str, run_number: int | None, follow: bool, home: Path |
 @json_option
 def watch(once: bool, interval: float, home: Path | None, as_json: bool) -> None:
     """A live board: running tasks by node and slot, their latest output line, cost so far."""
-    from claudedo_actors import render
+    from claudedo_actors.cli import render
 
     if once or as_json:
         _emit(_request(home, "board", {}), as_json, "board")

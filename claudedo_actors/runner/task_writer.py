@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 import events as ev
-from claudedo_actors.log_facade import LogFacade
+from claudedo_actors.runner.ports import TaskLog
 from events.errors import ClaudeDoError
 from projections import TaskState
 
@@ -38,7 +38,7 @@ class TaskWriter:
 
     def __init__(
         self,
-        facade: LogFacade,
+        facade: TaskLog,
         task_id: str,
         node_id: str,
         expected_seq: int,

@@ -1,11 +1,11 @@
-"""What a run executes: resolved agent settings, the exact prompts, and Claude Code's argv."""
+"""What a run executes: resolved agent settings and Claude Code's argv."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import msgspec
 
 import events as ev
 from events.errors import ClaudeDoError
-from projections import ListState, RunState, SubtaskState, TaskState
+from projections import ListState, RunState, TaskState
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
 # Headless runs cannot ask for permission. This default lets the agent edit files and run
@@ -66,21 +66,6 @@ def left_for_retry(
     return msgspec.structs.replace(config, max_budget_usd=budget, max_turns=max_turns)
 
 
-def task_prompt(title: str, description: str, subtasks: Sequence[SubtaskState]) -> str:
-    """The reference prompt: title, the trimmed description, then the sub-task checklist."""
-    prompt = title
-    if description.strip():
-        prompt += "\n\n" + description.strip()
-    if subtasks:
-        prompt += "\n\n## Sub-Tasks\n"
-        prompt += "".join(f"- [{'x' if s.done else ' '}] {s.title}\n" for s in subtasks)
-    return prompt
-
-
-def retry_prompt(error: str) -> str:
-    return f"The previous attempt failed with:\n\n{error}\n\nTry again and fix the issues."
-
-
 def retries_lost_run(last: RunState | None) -> bool:
     """Whether the next run is the automatic retry of a run its node lost (stopped or died)."""
     return last is not None and last.cause == "worker_lost" and not last.is_retry
@@ -94,25 +79,6 @@ def session_node(task: TaskState) -> str | None:
     if task.follow_up_prompt is not None or retries_lost_run(last):
         return last.node_id
     return None
-
-
-def fresh_session_prompt(
-    task_prompt: str, lost_result: str | None, lost_error: str | None, follow_up: str | None
-) -> str:
-    """A run that cannot resume the earlier session: the task again, what the lost run said,
-    and the follow-up (a continue) or the retry's request."""
-    prompt = task_prompt + "\n\n---\n"
-    prompt += (
-        "An earlier session on this task cannot be resumed. The working directory may already "
-        "hold part of its work."
-    )
-    if lost_result:
-        prompt += f"\n\nIts last result:\n\n{lost_result}"
-    if lost_error:
-        prompt += f"\n\nIts error:\n\n{lost_error}"
-    if follow_up is not None:
-        return prompt + f"\n\nNow:\n\n{follow_up}"
-    return prompt + "\n\nTry again and finish the task."
 
 
 def resolve_binary(configured: str | None) -> str:

@@ -15,11 +15,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 import events as ev
-from claudedo_actors import requests as rq
-from claudedo_actors import review
-from claudedo_actors.commands import Decider, Plan, prepare
-from claudedo_actors.follow import last_lines, summarize
-from claudedo_actors.projector_actor import ProjectionFeed, ReadLog
+from claudedo_actors.agent.follow import last_lines, summarize
+from claudedo_actors.api import verbs as rq
+from claudedo_actors.api.decider import Decider, Plan, prepare
+from claudedo_actors.api.ports import Projections, ReadLog
+from claudedo_actors.git import review
 from events.errors import ClaudeDoError, Conflict, Invalid
 from projections import Projection, TaskState
 from projections import queries as q
@@ -40,7 +40,7 @@ class Api:
         self,
         nc: Client,
         log_: ev.EventLog,
-        feed: ProjectionFeed,
+        feed: Projections,
         node_id: str,
         info: Callable[[], dict[str, Any]],
         rebuild_path: Path,

@@ -17,11 +17,12 @@ import msgspec
 import pykka
 
 import events as ev
-from claudedo_actors import agent_command as ac
-from claudedo_actors import worktrees as wt
-from claudedo_actors.home import Home
-from claudedo_actors.log_facade import LogFacade
-from claudedo_actors.messages import (
+from claudedo_actors.agent import command as ac
+from claudedo_actors.agent import prompts
+from claudedo_actors.agent.run_output import log_path
+from claudedo_actors.agent.stream_json import RunOutcome
+from claudedo_actors.git import worktrees as wt
+from claudedo_actors.runner.messages import (
     Assign,
     CancelRun,
     CancelTask,
@@ -29,10 +30,9 @@ from claudedo_actors.messages import (
     RunEnded,
     StopForShutdown,
 )
-from claudedo_actors.run_actor import RunActor, RunSpec, outcome_without_result
-from claudedo_actors.run_output import log_path
-from claudedo_actors.streamjson import RunOutcome
-from claudedo_actors.task_writer import CancelSeen, LostTask, TaskWriter
+from claudedo_actors.runner.ports import Folders, TaskLog
+from claudedo_actors.runner.run import RunActor, RunSpec, outcome_without_result
+from claudedo_actors.runner.task_writer import CancelSeen, LostTask, TaskWriter
 from events.errors import ClaudeDoError
 from projections import ListState, RunState, TaskState
 
@@ -48,8 +48,8 @@ class RunnerContext:
     """What every slot of a node shares."""
 
     node_id: str
-    home: Home
-    facade: LogFacade
+    home: Folders
+    facade: TaskLog
     claude_bin: str | None
     env: Mapping[str, str]
     on_free: Callable[[int], None]
@@ -252,12 +252,12 @@ class SlotActor(pykka.ThreadingActor):
                 error = last.error or NODE_STOPPED
                 self._terminal(job, ev.TaskFailed(error=error, cause=last.cause or "worker_lost"))
             elif self._resumable(last, job):
-                prompt = ac.retry_prompt(last.error or NODE_STOPPED)
+                prompt = prompts.retry_prompt(last.error or NODE_STOPPED)
                 self._start_run(job, prompt, last.session_id, is_retry=True, config=left)
             else:
                 self._fresh_session(job, last, None, is_retry=True, config=left)
             return
-        prompt = ac.task_prompt(task.title, task.description, task.subtasks)
+        prompt = prompts.task_prompt(task.title, task.description, task.subtasks)
         self._start_run(job, prompt, None)
 
     def _left_for_retry(
@@ -288,8 +288,8 @@ class SlotActor(pykka.ThreadingActor):
         """Run the task again in a new session: the task, what the lost run said, and the
         follow-up; the lost session is recorded (SessionLost) with the new run."""
         task = job.task
-        base = ac.task_prompt(task.title, task.description, task.subtasks)
-        prompt = ac.fresh_session_prompt(base, last.result, last.error, follow_up)
+        base = prompts.task_prompt(task.title, task.description, task.subtasks)
+        prompt = prompts.fresh_session_prompt(base, last.result, last.error, follow_up)
         lost = None
         if last.session_id:
             if last.node_id != self.ctx.node_id:
@@ -406,7 +406,7 @@ class SlotActor(pykka.ThreadingActor):
             left = self._left_for_retry(job, outcome.cost_usd, outcome.turn_count)
             if left is not None:
                 self._start_run(
-                    job, ac.retry_prompt(outcome.error or "unknown error"), outcome.session_id,
+                    job, prompts.retry_prompt(outcome.error or "unknown error"), outcome.session_id,
                     is_retry=True, config=left,
                 )  # fmt: skip
                 return

@@ -12,18 +12,18 @@ import msgspec
 import pykka
 
 import events as ev
-from claudedo_actors.agent_process import AgentProcess, kill_run
-from claudedo_actors.log_facade import LogFacade
-from claudedo_actors.messages import (
+from claudedo_actors.agent.process import AgentProcess, kill_run
+from claudedo_actors.agent.run_output import RunOutput
+from claudedo_actors.agent.stream_json import RunOutcome, SessionInfo, StreamJsonReader
+from claudedo_actors.runner.messages import (
     CancelRun,
     ProcessExited,
     SessionOpened,
     StopForShutdown,
     TimeIsUp,
 )
-from claudedo_actors.run_output import RunOutput
-from claudedo_actors.streamjson import RunOutcome, SessionInfo, StreamJsonReader
-from claudedo_actors.task_writer import LostTask, TaskWriter
+from claudedo_actors.runner.ports import TaskLog
+from claudedo_actors.runner.task_writer import LostTask, TaskWriter
 
 log = logging.getLogger("claudedo.run")
 
@@ -54,7 +54,7 @@ class RunActor(pykka.ThreadingActor):
         self,
         spec: RunSpec,
         writer: TaskWriter,
-        facade: LogFacade,
+        facade: TaskLog,
         env: Mapping[str, str],
         on_end: Callable[[int, RunOutcome], None],
         on_line: Callable[[str, int, bytes], None] | None = None,

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from claudedo_actors.home import Home, NodeAddress
+from claudedo_actors.node.home import Home, NodeAddress
 from events.errors import ClaudeDoError, Unavailable
 
 

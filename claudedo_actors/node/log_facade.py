@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from nats.js import api as js_api
 
 import events as ev
-from claudedo_actors.bridge import NatsBridge
+from claudedo_actors.node.bridge import NatsBridge
 from projections import ListState, TaskState, fold_list, fold_task
 
 T = TypeVar("T")

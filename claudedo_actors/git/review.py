@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import events as ev
-from claudedo_actors import worktrees as wt
+from claudedo_actors.git import worktrees as wt
 from events.errors import Conflict, Invalid
 from projections import Projection, TaskState, WorktreeState
 from projections import queries as q

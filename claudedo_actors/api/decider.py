@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +13,9 @@ import msgspec
 from msgspec import UNSET
 
 import events as ev
-from claudedo_actors import requests as rq
-from claudedo_actors.agent_command import check_permission_mode
+from claudedo_actors.agent.command import check_permission_mode
+from claudedo_actors.api import verbs as rq
+from claudedo_actors.git.runner import git_ok, run_git
 from events.errors import ClaudeDoError, Conflict, Invalid, NotFound
 from projections import Projection, TaskState, refusal
 from projections import queries as q
@@ -64,18 +64,10 @@ def check_git_dir(path: str) -> str:
     if not p.is_dir():
         raise Invalid(f"list dir {path} does not exist or is not a folder")
 
-    def git(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["git", "-C", str(p), *args], capture_output=True, text=True, timeout=30, check=False
-        )
-
-    try:
-        inside = git("rev-parse", "--is-inside-work-tree")
-    except FileNotFoundError:
-        raise ClaudeDoError("git is not installed", code="no_git") from None
+    inside = run_git(p, "rev-parse", "--is-inside-work-tree", timeout_s=30)
     if inside.returncode != 0 or inside.stdout.strip() != "true":
         raise Invalid(f"list dir {path} is not a git work tree")
-    if git("rev-parse", "--verify", "--quiet", "HEAD^{commit}").returncode != 0:
+    if not git_ok(p, "rev-parse", "--verify", "--quiet", "HEAD^{commit}", timeout_s=30):
         raise Invalid(f"list dir {path} has no commit yet (commit something first)")
     return str(p.resolve())
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from claudedo_actors.streamjson import RunOutcome, SessionInfo
+from claudedo_actors.agent.stream_json import RunOutcome, SessionInfo
 from projections import ListState, TaskState
 
 

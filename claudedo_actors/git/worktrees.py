@@ -9,23 +9,14 @@ rather than overwrite local changes. Discard keeps the agent's commits under `re
 
 from __future__ import annotations
 
-import os
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from events.errors import ClaudeDoError, Conflict
+from claudedo_actors.git.runner import GitError, git, git_ok, run_git
+from events.errors import Conflict
 
-IDENTITY = {
-    "GIT_AUTHOR_NAME": "ClaudeDo",
-    "GIT_AUTHOR_EMAIL": "claudedo@localhost",
-    "GIT_COMMITTER_NAME": "ClaudeDo",
-    "GIT_COMMITTER_EMAIL": "claudedo@localhost",
-}
-# Settings that would make a commit depend on the user's configuration.
-_NEUTRAL = ("-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null")
 KEPT_REF_PREFIX = "refs/claudedo/"
 
 # git refuses concurrent `worktree add` on one repository (it locks shared files and fails
@@ -37,35 +28,6 @@ _LOCKS_LOCK = threading.Lock()
 def repo_lock(repo: str) -> threading.Lock:
     with _LOCKS_LOCK:
         return _REPO_LOCKS.setdefault(str(Path(repo).resolve()), threading.Lock())
-
-
-class GitError(ClaudeDoError):
-    """A git command failed; the message carries git's own words."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, code="git")
-
-
-def git(cwd: Path | str, *args: str, check: bool = True, timeout_s: float = 120) -> str:
-    """Run git in `cwd` and return its stdout; a failure raises GitError with stderr."""
-    env = {**os.environ, **IDENTITY, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-    try:
-        proc = subprocess.run(
-            ["git", *_NEUTRAL, *args],
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except FileNotFoundError:
-        raise ClaudeDoError("git is not installed", code="no_git") from None
-    if check and proc.returncode != 0:
-        detail = " ".join((proc.stderr or proc.stdout).split())[:400]
-        raise GitError(f"git {args[0]} failed: {detail or f'exit {proc.returncode}'}")
-    return proc.stdout
 
 
 def branch_for(task_id: str) -> str:
@@ -209,29 +171,15 @@ def merge_into_base(
     old = git(repo, "rev-parse", "--verify", "--quiet", ref, check=False).strip()
     if not old:
         raise Conflict(f"base branch {base_branch} no longer exists; nothing was merged")
-    ancestor = subprocess.run(
-        ["git", "merge-base", "--is-ancestor", base_commit, old], cwd=repo, check=False
-    )
-    if ancestor.returncode != 0:
+    if not git_ok(repo, "merge-base", "--is-ancestor", base_commit, old):
         raise Conflict(
             f"base branch {base_branch} was rewritten since the worktree was made "
             f"(it no longer contains {base_commit[:10]}); nothing was merged"
         )
     tip = git(repo, "rev-parse", "--verify", f"refs/heads/{branch}").strip()
-    if (
-        subprocess.run(
-            ["git", "merge-base", "--is-ancestor", tip, old], cwd=repo, check=False
-        ).returncode
-        == 0
-    ):
+    if git_ok(repo, "merge-base", "--is-ancestor", tip, old):
         return old  # already merged
-    tree = subprocess.run(
-        ["git", "merge-tree", "--write-tree", "--name-only", "--no-messages", old, tip],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    tree = run_git(repo, "merge-tree", "--write-tree", "--name-only", "--no-messages", old, tip)
     if tree.returncode == 1:
         files = ", ".join(tree.stdout.splitlines()[1:6])
         raise Conflict(f"merging into {base_branch} conflicts in {files}; nothing was merged")
@@ -246,14 +194,7 @@ def merge_into_base(
         return merge
     # The base is checked out (the user's own tree): a fast-forward to the merge commit lets
     # git refuse, changing nothing, if local changes would be overwritten.
-    proc = subprocess.run(
-        ["git", "merge", "--ff-only", "--quiet", merge],
-        cwd=checkout,
-        env={**os.environ, **IDENTITY, "LC_ALL": "C"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = run_git(checkout, "merge", "--ff-only", "--quiet", merge)
     if proc.returncode != 0:
         detail = " ".join(proc.stderr.split())[:300]
         raise Conflict(

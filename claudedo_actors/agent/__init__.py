@@ -1,0 +1,1 @@
+"""The agent process: its command line, prompts, stream-json output and the run's transcript."""

@@ -1,0 +1,1 @@
+"""The node's API: request structs, the decider, and the NATS handlers."""

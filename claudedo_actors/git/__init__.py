@@ -1,0 +1,1 @@
+"""Git for tasks: one runner for every git command, worktrees, merge, review."""

@@ -1,0 +1,1 @@
+"""Running a node: home, embedded NATS, bridge, log facade, supervisor, presence, projector."""

@@ -1,0 +1,1 @@
+"""Running tasks: queue, slot and run actors, their messages, task writer, recovery, policy."""
