@@ -19,6 +19,7 @@ from events.subjects import (
     parse_event_subject,
 )
 from events.tasks import (
+    PermissionDenial,
     RunFinished,
     RunProcessSpawned,
     RunSessionOpened,
@@ -93,6 +94,7 @@ __all__ = [
     "ListEvent",
     "NotFound",
     "Origin",
+    "PermissionDenial",
     "RawEvent",
     "RunFinished",
     "RunProcessSpawned",

@@ -143,6 +143,9 @@ class WorktreeCreated(TaskEvent, frozen=True, kw_only=True):
     branch: str
     base_branch: str | None
     base_commit: str
+    # The repository the worktree belongs to (its real path); review uses it, not the list's
+    # dir of the moment. None in events written before it was recorded.
+    repo: str | None = None
 
 
 class SandboxCreated(TaskEvent, frozen=True, kw_only=True):
@@ -222,6 +225,14 @@ class SessionLost(TaskEvent, frozen=True, kw_only=True):
     reason: str
 
 
+class PermissionDenial(msgspec.Struct, frozen=True, kw_only=True):
+    """One tool call the agent was not allowed to make."""
+
+    tool_name: str
+    tool_use_id: str | None = None
+    tool_input: Any = None
+
+
 class RunFinished(TaskEvent, frozen=True, kw_only=True):
     """Run N ended, successfully or not, with everything the agent reported."""
 
@@ -242,6 +253,11 @@ class RunFinished(TaskEvent, frozen=True, kw_only=True):
     api_error_status: Count | None = None
     line_count: BigCount = 0
     transcript_sha256: str | None = None
+    # Why Claude Code stopped, as its result line says (2.1.328 on): `completed`,
+    # `api_error`, `max_turns`, `budget_exhausted`, `aborted_tools`, `aborted_streaming`, ...
+    terminal_reason: str | None = None
+    # The tool calls the agent was refused (the result line's `permission_denials`).
+    permission_denials: tuple[PermissionDenial, ...] = ()
 
 
 TASK_EVENTS: tuple[type[TaskEvent], ...] = (

@@ -125,6 +125,8 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
     transcript_sha256: str | None = None
     started_at: datetime
     finished_at: datetime | None = None
+    terminal_reason: str | None = None
+    permission_denials: str | None = None  # JSON array of the refused tool calls
 
 
 class WorktreeState(msgspec.Struct, frozen=True, kw_only=True):
@@ -146,6 +148,7 @@ class WorktreeState(msgspec.Struct, frozen=True, kw_only=True):
     kept_ref: str | None
     created_at: datetime
     updated_at: datetime
+    repo: str | None = None
 
 
 class TaskState(msgspec.Struct, frozen=True, kw_only=True):
@@ -178,6 +181,9 @@ class TaskState(msgspec.Struct, frozen=True, kw_only=True):
     started_at: datetime | None
     finished_at: datetime | None
     last_seq: int
+    # Runs numbered above this belong to the current attempt (since the last queue or
+    # continue by a user): the automatic retry is counted within it.
+    runs_before_attempt: int = 0
     subtasks: tuple[SubtaskState, ...] = ()
     runs: tuple[RunState, ...] = ()
     worktree: WorktreeState | None = None
@@ -318,6 +324,7 @@ def _queued(s: TaskState, e: ev.TaskQueued, at: datetime, seq: int) -> TaskState
         error=None,
         cause=None,
         follow_up_prompt=e.follow_up_prompt,
+        runs_before_attempt=s.run_count,
         cancel_requested=False,
         claimed_by=None,
         slot=None,
@@ -398,7 +405,7 @@ def _cancelled(s: TaskState, e: ev.TaskCancelled, at: datetime, seq: int) -> Tas
 
 def _new_worktree(
     s: TaskState, at: datetime, seq: int, kind: str, path: str, branch: str | None = None,
-    base_branch: str | None = None, base_commit: str | None = None,
+    base_branch: str | None = None, base_commit: str | None = None, repo: str | None = None,
 ) -> TaskState:  # fmt: skip
     wt = WorktreeState(
         task_id=s.id,
@@ -417,12 +424,15 @@ def _new_worktree(
         kept_ref=None,
         created_at=at,
         updated_at=at,
+        repo=repo,
     )
     return replace(s, worktree=wt, updated_at=at, last_seq=seq)
 
 
 def _worktree_created(s: TaskState, e: ev.WorktreeCreated, at: datetime, seq: int) -> TaskState:
-    return _new_worktree(s, at, seq, "worktree", e.path, e.branch, e.base_branch, e.base_commit)
+    return _new_worktree(
+        s, at, seq, "worktree", e.path, e.branch, e.base_branch, e.base_commit, e.repo
+    )
 
 
 def _sandbox_created(s: TaskState, e: ev.SandboxCreated, at: datetime, seq: int) -> TaskState:
@@ -542,6 +552,10 @@ def _run_finished(s: TaskState, e: ev.RunFinished, at: datetime, seq: int) -> Ta
             line_count=e.line_count,
             transcript_sha256=e.transcript_sha256,
             finished_at=at,
+            terminal_reason=e.terminal_reason,
+            permission_denials=(
+                _json.encode(e.permission_denials).decode() if e.permission_denials else None
+            ),
         )
     return _with_run(s, at, seq, e.run_number, run)
 

@@ -27,6 +27,40 @@ def schema_sql() -> list[str]:
     return [(folder / n).read_text() for n in names]
 
 
+# The shape of the projection's tables. A file of another format is out of date: it is
+# derived, so the node drops it and builds it again from the log (a new column, a new fold).
+FORMAT_VERSION = 2
+
+
+def format_of(path: Path | str) -> int | None:
+    """The format a projection file was written with (1: before formats were recorded), or
+    None when there is no such file or it holds no projection."""
+    if not Path(path).exists():
+        return None
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        rows = con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        tables = {r[0] for r in rows}
+        if "projection_checkpoint" not in tables:
+            return None
+        if "projection_format" not in tables:
+            return 1
+        row = con.execute("SELECT version FROM projection_format").fetchone()
+        return int(row[0]) if row else 1
+    finally:
+        con.close()
+
+
+def drop_if_out_of_date(path: Path | str) -> int | None:
+    """Remove a projection file (and its WAL) of another format; returns that format."""
+    found = format_of(path)
+    if found is None or found == FORMAT_VERSION:
+        return None
+    for p in (Path(path), Path(f"{path}.wal")):
+        p.unlink(missing_ok=True)
+    return found
+
+
 def open_db(path: Path | str) -> duckdb.DuckDBPyConnection:
     """Open (creating if needed) a projection file with every table present.
 
@@ -39,6 +73,8 @@ def open_db(path: Path | str) -> duckdb.DuckDBPyConnection:
         con.execute(sql)
     if not con.execute("SELECT count(*) FROM projection_checkpoint").fetchone()[0]:  # type: ignore[index]
         con.execute("INSERT INTO projection_checkpoint VALUES ('main', 0)")
+        con.execute("DELETE FROM projection_format")
+        con.execute("INSERT INTO projection_format VALUES (?)", [FORMAT_VERSION])
     con.execute("SET enable_external_access = false")
     return con
 

@@ -287,8 +287,8 @@ def test_an_event_whose_row_cannot_be_stored_is_skipped_and_recorded(tmp_path: P
     from projections.store import schema_sql
 
     ddl = schema_sql()[0].replace(
-        "    last_seq BIGINT NOT NULL\n);\n\nCREATE TABLE IF NOT EXISTS subtasks",
-        "    last_seq BIGINT NOT NULL,\n    CHECK (title <> 'poison')\n);\n\n"
+        "    runs_before_attempt INTEGER NOT NULL\n);\n\nCREATE TABLE IF NOT EXISTS subtasks",
+        "    runs_before_attempt INTEGER NOT NULL,\n    CHECK (title <> 'poison')\n);\n\n"
         "CREATE TABLE IF NOT EXISTS subtasks",
     )
     assert "poison" in ddl
@@ -384,3 +384,19 @@ def test_created_lists_and_tasks_carry_every_agent_setting() -> None:
     task = ev.envelop(ev.TaskCreated(list_id="l1", title="t", **_SETTINGS), "t1", ORIGIN)  # type: ignore[arg-type]
     for state in (fold_list(None, lst, 1), fold_task(None, task, 2)):
         assert {n: getattr(state, n) for n in _SETTINGS} == _SETTINGS
+
+
+def test_projection_file_of_an_older_format_is_dropped_to_be_built_again(tmp_path: Path) -> None:
+    from projections import store
+
+    path = tmp_path / "old.duckdb"
+    con = store.open_db(path)
+    con.execute("DROP TABLE projection_format")  # what a file of format 1 looks like
+    con.close()
+    assert store.format_of(path) == 1
+    assert store.drop_if_out_of_date(path) == 1
+    assert not path.exists()
+    store.open_db(path).close()
+    assert store.format_of(path) == store.FORMAT_VERSION
+    assert store.drop_if_out_of_date(path) is None
+    assert path.exists()

@@ -39,6 +39,7 @@ from claudedo_actors.runner.slot import RunnerContext, SlotActor
 from events.errors import ClaudeDoError
 from events.log import STREAM
 from events.replay import replay_batches
+from projections.store import FORMAT_VERSION, drop_if_out_of_date
 
 log = logging.getLogger("claudedo.node")
 
@@ -177,6 +178,12 @@ class Node:
         assert bridge.log is not None and bridge.nc is not None
         bridge.call(bridge.log.ensure_stream())
 
+        old_format = drop_if_out_of_date(self.home.projection_file)
+        if old_format is not None:
+            log.warning(
+                "projection format %d is out of date (now %d): building it again from the log",
+                old_format, FORMAT_VERSION,
+            )  # fmt: skip
         self._supervisor = Supervisor.start(on_give_up=self.request_stop)
         supervisor = self._supervisor.proxy()
         self._projector = supervisor.start_child(

@@ -6,6 +6,10 @@ CREATE TABLE IF NOT EXISTS projection_checkpoint (
     seq BIGINT NOT NULL              -- last stream sequence applied, written with its rows
 );
 
+CREATE TABLE IF NOT EXISTS projection_format (
+    version INTEGER NOT NULL         -- projections.store.FORMAT_VERSION of the file's tables
+);
+
 CREATE TABLE IF NOT EXISTS lists (
     id VARCHAR NOT NULL,
     name VARCHAR NOT NULL,
@@ -50,7 +54,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     queued_at TIMESTAMPTZ,
     started_at TIMESTAMPTZ,
     finished_at TIMESTAMPTZ,
-    last_seq BIGINT NOT NULL
+    last_seq BIGINT NOT NULL,
+    runs_before_attempt INTEGER NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS subtasks (
@@ -94,7 +99,9 @@ CREATE TABLE IF NOT EXISTS runs (
     line_count BIGINT,
     transcript_sha256 VARCHAR,
     started_at TIMESTAMPTZ NOT NULL,
-    finished_at TIMESTAMPTZ
+    finished_at TIMESTAMPTZ,
+    terminal_reason VARCHAR,
+    permission_denials JSON
 );
 
 CREATE TABLE IF NOT EXISTS worktrees (
@@ -113,7 +120,8 @@ CREATE TABLE IF NOT EXISTS worktrees (
     merge_commit VARCHAR,
     kept_ref VARCHAR,
     created_at TIMESTAMPTZ NOT NULL,
-    updated_at TIMESTAMPTZ NOT NULL
+    updated_at TIMESTAMPTZ NOT NULL,
+    repo VARCHAR                       -- the repository's real path (None: recorded before)
 );
 
 -- One row per event, flat, for analytics.
