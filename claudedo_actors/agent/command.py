@@ -13,7 +13,7 @@ import msgspec
 
 import events as ev
 from events.errors import ClaudeDoError
-from projections import ListState, RunState, TaskState
+from projections import ListState, TaskState
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
 # Headless runs cannot ask for permission. This default lets the agent edit files and run
@@ -45,40 +45,6 @@ def resolve_config(task: TaskState, lst: ListState | None) -> AgentConfig:
         if value is not None:
             chosen[name] = value
     return AgentConfig(**chosen)
-
-
-def left_for_retry(
-    config: AgentConfig, cost_usd: float | None, turns: int | None
-) -> AgentConfig | None:
-    """The settings of an automatic retry: the task's budget and turn limit, less what the
-    run it retries spent (Claude Code counts both per invocation, also on a resumed
-    session), so that a run and its retry together keep to the limits set. None: nothing is
-    left, no retry. A spend the run did not report counts as none."""
-    budget, max_turns = config.max_budget_usd, config.max_turns
-    if budget is not None and cost_usd:
-        budget -= cost_usd
-        if budget <= 0:
-            return None
-    if max_turns is not None and turns:
-        max_turns -= turns
-        if max_turns <= 0:
-            return None
-    return msgspec.structs.replace(config, max_budget_usd=budget, max_turns=max_turns)
-
-
-def retries_lost_run(last: RunState | None) -> bool:
-    """Whether the next run is the automatic retry of a run its node lost (stopped or died)."""
-    return last is not None and last.cause == "worker_lost" and not last.is_retry
-
-
-def session_node(task: TaskState) -> str | None:
-    """The node keeping the session that the next run of a queued task resumes, if any."""
-    last = task.runs[-1] if task.runs else None
-    if last is None or not last.session_id:
-        return None
-    if task.follow_up_prompt is not None or retries_lost_run(last):
-        return last.node_id
-    return None
 
 
 def resolve_binary(configured: str | None) -> str:

@@ -15,7 +15,7 @@ from projections import ListState, TaskState
 
 
 class Claim(msgspec.Struct, frozen=True, kw_only=True):
-    """A task this node claimed: its state as of the claim, its list, the claim's sequence."""
+    """A task this node claimed: its state with the claim, its list, the claim's sequence."""
 
     task: TaskState
     list: ListState | None

@@ -19,7 +19,6 @@ from typing import Any, Protocol
 import pykka
 
 import events as ev
-from claudedo_actors.agent.command import session_node
 from claudedo_actors.runner.messages import (
     Assign,
     CancelTask,
@@ -31,9 +30,10 @@ from claudedo_actors.runner.messages import (
     SlotReplaced,
     TaskQueuedSeen,
 )
+from claudedo_actors.runner.policy import session_node
 from claudedo_actors.runner.ports import TaskLog
 from claudedo_actors.runner.recovery import settle_orphan
-from projections import ListState, Projection, TaskState
+from projections import ListState, Projection, TaskState, fold_task
 from projections import queries as q
 
 log = logging.getLogger("claudedo.queue")
@@ -257,7 +257,8 @@ class QueueActor(pykka.ThreadingActor):
             return False
         self._free.pop(0)
         self._running[task.id] = slot
-        claim = Claim(task=task, list=lst, claim_seq=seq, correlation_id=correlation_id)
+        held = fold_task(task, claimed, seq)
+        claim = Claim(task=held, list=lst, claim_seq=seq, correlation_id=correlation_id)
         try:
             self._slots[slot].tell(Assign(claim))
         except pykka.ActorDeadError:

@@ -3,8 +3,9 @@ and those of a node whose heartbeat expired (claudedo_actors/node/presence.py).
 
 The task is folded from the log, not from the projection. Processes of its unfinished runs are
 killed (found by the run mark their environment carries), the runs are finished with cause
-`worker_lost`, and the task is re-queued once (its next run resumes the lost session), or
-failed when the lost run was already that retry, or cancelled when a cancel was asked.
+`worker_lost`, and the policy (runner/policy.py) settles the task: re-queued when it has a
+run to make (its next run resumes the lost session) or a succeeded run's work to commit,
+failed when the lost run was already the retry, cancelled when a cancel was asked.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import logging
 
 import events as ev
 from claudedo_actors.agent.process import kill_run
+from claudedo_actors.runner import policy
 from claudedo_actors.runner.ports import TaskLog
 from claudedo_actors.runner.run import run_mark
-from projections import TaskState
+from projections import fold_task
 
 log = logging.getLogger("claudedo.recovery")
 
@@ -44,10 +46,16 @@ def settle_orphan(
                     run_number=run.run_number, success=False, cause="worker_lost", error=lost
                 )
             )
-    outcome, terminal = _decide(state, lost)
-    events.append(terminal)
     origin = ev.Origin(node_id=node_id, correlation_id=ev.new_event_id(), actor=f"node:{node_id}")
     envs = [ev.envelop(e, task_id, origin) for e in events]
+    after = state
+    for env in envs:
+        after = fold_task(after, env, last)
+    terminal = policy.settle_lost(after, facade.load_list(state.list_id))
+    outcome = {"TaskCancelled": "cancelled", "TaskRequeued": "requeued"}.get(
+        type(terminal).__name__, "failed"
+    )
+    envs.append(ev.envelop(terminal, task_id, origin))
     try:
         facade.append(envs, last)
     except ev.ConcurrencyError:
@@ -55,12 +63,3 @@ def settle_orphan(
     whose = "this node" if holder == node_id else f"lost node {holder}"
     log.warning("task %s was held by %s without a slot: %s", task_id[:8], whose, outcome)
     return outcome
-
-
-def _decide(state: TaskState, lost: str) -> tuple[str, ev.Event]:
-    if state.cancel_requested:
-        return "cancelled", ev.TaskCancelled()
-    last = state.runs[-1] if state.runs else None
-    if last is not None and last.is_retry and last.finished_at is None:
-        return "failed", ev.TaskFailed(error=lost, cause="worker_lost")
-    return "requeued", ev.TaskRequeued(reason="the node that ran it stopped")

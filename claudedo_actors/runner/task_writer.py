@@ -16,7 +16,7 @@ from collections.abc import Callable
 import events as ev
 from claudedo_actors.runner.ports import TaskLog
 from events.errors import ClaudeDoError
-from projections import TaskState
+from projections import TaskState, fold_task
 
 log = logging.getLogger("claudedo.writer")
 
@@ -41,10 +41,14 @@ class TaskWriter:
         facade: TaskLog,
         task_id: str,
         node_id: str,
+        state: TaskState,
         expected_seq: int,
         correlation_id: str,
         on_cancel: Callable[[], None],
     ) -> None:
+        """`state`: the task as of `expected_seq` (the claim); kept folded with every
+        append, and read again from the log after a conflict."""
+        self.state = state
         self.task_id = task_id
         self.node_id = node_id
         self.expected_seq = expected_seq
@@ -81,7 +85,17 @@ class TaskWriter:
                     pause_s = min(pause_s * 2, 2.0)
                     continue
                 self.expected_seq = seqs[-1]
+                self._fold(envs, seqs)
                 return seqs[-1]
+
+    def _fold(self, envs: list[ev.Envelope], seqs: list[int]) -> None:
+        try:
+            for env, seq in zip(envs, seqs, strict=True):
+                self.state = fold_task(self.state, env, seq)
+        except ValueError:  # the fold refused what the log took: the log's fold is the truth
+            state, _ = self._facade.load_task(self.task_id, leader=True)
+            if state is not None:
+                self.state = state
 
     def _reconcile(self) -> None:
         state, last = self._facade.load_task(self.task_id, leader=True)
@@ -90,6 +104,7 @@ class TaskWriter:
             raise LostTask(f"task {self.task_id[:8]} is no longer held by this node ({status})")
         assert state is not None
         self.expected_seq = last
+        self.state = state
         if state.cancel_requested and not self.cancel_seen:
             self.cancel_seen = True
             self._on_cancel()
