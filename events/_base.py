@@ -9,13 +9,18 @@ import msgspec
 from msgspec import Meta
 
 # Value ranges every reader can store (DuckDB INTEGER/BIGINT, Arrow): an event outside them is
-# refused when decoded, so it is skipped and recorded, never half-applied.
-Count = Annotated[int, Meta(ge=0, le=2**31 - 1)]
-Positive = Annotated[int, Meta(ge=1, le=2**31 - 1)]
-Signed = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
+# refused when decoded, so it is skipped and recorded, never half-applied. The API's requests
+# use the same types (claudedo_actors/api/verbs.py), so a value the log would refuse is refused
+# before anything is appended.
+INT32_MAX = 2**31 - 1
+AMOUNT_MAX = 1e12
+SECONDS_MAX = 1e9
+Count = Annotated[int, Meta(ge=0, le=INT32_MAX)]
+Positive = Annotated[int, Meta(ge=1, le=INT32_MAX)]
+Signed = Annotated[int, Meta(ge=-(2**31), le=INT32_MAX)]
 BigCount = Annotated[int, Meta(ge=0, le=2**53)]
-Amount = Annotated[float, Meta(ge=0, le=1e12)]
-Seconds = Annotated[float, Meta(gt=0, le=1e9)]
+Amount = Annotated[float, Meta(ge=0, le=AMOUNT_MAX)]
+Seconds = Annotated[float, Meta(gt=0, le=SECONDS_MAX)]
 UtcTime = Annotated[datetime, Meta(tz=True)]
 
 

@@ -88,7 +88,7 @@ class Api:
             try:
                 req = msgspec.json.decode(msg.data or b"{}", type=req_type)
             except msgspec.ValidationError as exc:
-                raise Invalid(f"invalid request: {exc}") from None
+                raise _invalid_request(exc) from None
             except msgspec.DecodeError:
                 raise Invalid("invalid request: not JSON") from None
             reply: dict[str, Any] = {"ok": await handler(self, req)}
@@ -212,6 +212,17 @@ def _decide_for(
     return decide(decider, req)
 
 
+def _invalid_request(exc: msgspec.ValidationError) -> Invalid:
+    """msgspec's "Expected `int` >= 1 - at `$.max_turns`" as "max_turns: expected ..."."""
+    text = str(exc)
+    what, sep, where = text.rpartition(" - at `")
+    path = where[:-1].removeprefix("$").lstrip(".") if sep and where.endswith("`") else ""
+    if not sep:
+        what = text
+    what = what[:1].lower() + what[1:]
+    return Invalid(f"invalid request: {path}: {what}" if path else f"invalid request: {what}")
+
+
 def _one_line(text: str) -> str:
     """Replies carry one line a user can read: whitespace collapsed, length bounded."""
     return " ".join(text.split())[:500]
@@ -325,11 +336,6 @@ async def _subtask_undo(api: Api, req: rq.MarkSubtasks) -> Any:
 
 
 async def _tasks(api: Api, req: rq.ListTasks) -> Any:
-    if req.limit is not None and req.limit < 1:
-        raise Invalid("limit must be at least 1")
-    if req.offset < 0:
-        raise Invalid("offset must not be negative")
-
     def run(p: Projection) -> Any:
         list_id = q.resolve_list(p, req.list_ref).id if req.list_ref is not None else None
         return q.tasks_filtered(p, list_id, req.status, req.limit, req.offset)

@@ -1,4 +1,9 @@
-"""API requests: one struct per verb on `claudedo.api.<verb>`, validated on decode."""
+"""API requests: one struct per verb on `claudedo.api.<verb>`, validated on decode.
+
+Numbers use the catalog's own range types (events/_base.py), so a value the log would refuse
+is refused here, before anything is appended; text and lists are bounded so one request cannot
+make an event larger than a NATS message.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +12,47 @@ from typing import Annotated
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from events._base import Amount, Positive, Seconds
+from events._base import AMOUNT_MAX, Positive, Seconds
+
+MAX_NAME = 200
+MAX_TITLE = 500
+MAX_TEXT = 100_000
+MAX_PATH = 4096
+MAX_ITEMS = 1000
+# A reference names a task or a list: an id, an id prefix, or a list's name.
+MAX_REF = MAX_NAME
+
+# A budget of nothing could not start a run: more than 0, up to what the catalog stores.
+Budget = Annotated[float, Meta(gt=0, le=AMOUNT_MAX)]
+Name = Annotated[str, Meta(max_length=MAX_NAME)]
+Title = Annotated[str, Meta(max_length=MAX_TITLE)]
+Text = Annotated[str, Meta(max_length=MAX_TEXT)]
+PathText = Annotated[str, Meta(max_length=MAX_PATH)]
+Ref = Annotated[str, Meta(max_length=MAX_REF)]
+Refs = Annotated[list[Ref], Meta(max_length=MAX_ITEMS)]
+Titles = Annotated[list[Title], Meta(max_length=MAX_ITEMS)]
+Tools = Annotated[list[Name], Meta(max_length=MAX_ITEMS)]
+Limit = Annotated[int, Meta(ge=1, le=10**9)]
+Offset = Annotated[int, Meta(ge=0, le=10**12)]
+SqlTimeout = Annotated[float, Meta(gt=0, le=3600)]
 
 
 class Request(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Common to every request: who asks, and an optional id to correlate the events."""
 
-    actor: str = "unknown"
-    request_id: str | None = None
+    actor: Name = "unknown"
+    request_id: Name | None = None
 
 
 class AgentSettings(Request, kw_only=True, forbid_unknown_fields=True):
     """Agent settings a list or a task can carry (task > list > default)."""
 
-    model: str | None = None
-    system_prompt: str | None = None
-    agent_path: str | None = None
-    permission_mode: str | None = None
-    allowed_tools: list[str] | None = None
-    max_budget_usd: Amount | None = None
+    model: Name | None = None
+    system_prompt: Text | None = None
+    agent_path: PathText | None = None
+    permission_mode: Name | None = None
+    allowed_tools: Tools | None = None
+    max_budget_usd: Budget | None = None
     max_turns: Positive | None = None
     timeout_s: Seconds | None = None
 
@@ -33,25 +60,25 @@ class AgentSettings(Request, kw_only=True, forbid_unknown_fields=True):
 class AgentSettingsChange(Request, kw_only=True, forbid_unknown_fields=True):
     """A change of agent settings: absent fields stay, null clears."""
 
-    model: str | UnsetType | None = UNSET
-    system_prompt: str | UnsetType | None = UNSET
-    agent_path: str | UnsetType | None = UNSET
-    permission_mode: str | UnsetType | None = UNSET
-    allowed_tools: list[str] | UnsetType | None = UNSET
-    max_budget_usd: float | UnsetType | None = UNSET
-    max_turns: int | UnsetType | None = UNSET
-    timeout_s: float | UnsetType | None = UNSET
+    model: Name | UnsetType | None = UNSET
+    system_prompt: Text | UnsetType | None = UNSET
+    agent_path: PathText | UnsetType | None = UNSET
+    permission_mode: Name | UnsetType | None = UNSET
+    allowed_tools: Tools | UnsetType | None = UNSET
+    max_budget_usd: Budget | UnsetType | None = UNSET
+    max_turns: Positive | UnsetType | None = UNSET
+    timeout_s: Seconds | UnsetType | None = UNSET
 
 
 class CreateList(AgentSettings, kw_only=True, forbid_unknown_fields=True):
-    name: str
-    dir: str | None = None
+    name: Name
+    dir: PathText | None = None
 
 
 class ConfigureList(AgentSettingsChange, kw_only=True, forbid_unknown_fields=True):
-    list_ref: str = msgspec.field(name="list")
-    name: str | UnsetType = UNSET
-    dir: str | UnsetType | None = UNSET
+    list_ref: Ref = msgspec.field(name="list")
+    name: Name | UnsetType = UNSET
+    dir: PathText | UnsetType | None = UNSET
 
 
 class ListLists(Request, kw_only=True, forbid_unknown_fields=True):
@@ -59,66 +86,66 @@ class ListLists(Request, kw_only=True, forbid_unknown_fields=True):
 
 
 class AddTask(AgentSettings, kw_only=True, forbid_unknown_fields=True):
-    list_ref: str = msgspec.field(name="list")
-    title: str
-    description: str = ""
-    subtasks: list[str] = []
+    list_ref: Ref = msgspec.field(name="list")
+    title: Title
+    description: Text = ""
+    subtasks: Titles = []
     queue: bool = False
 
 
 class ShowTask(Request, kw_only=True, forbid_unknown_fields=True):
-    task: str
+    task: Ref
 
 
 class EditTask(AgentSettingsChange, kw_only=True, forbid_unknown_fields=True):
-    task: str
-    title: str | UnsetType = UNSET
-    description: str | UnsetType = UNSET
+    task: Ref
+    title: Title | UnsetType = UNSET
+    description: Text | UnsetType = UNSET
 
 
 class TaskIds(Request, kw_only=True, forbid_unknown_fields=True):
     """Several tasks at once (queue, unqueue, cancel)."""
 
-    tasks: list[str]
+    tasks: Refs
 
 
 class AddSubtasks(Request, kw_only=True, forbid_unknown_fields=True):
-    task: str
-    titles: list[str]
+    task: Ref
+    titles: Titles
 
 
 class MarkSubtasks(Request, kw_only=True, forbid_unknown_fields=True):
     """Sub-tasks by 1-based position or id prefix."""
 
-    task: str
-    subtasks: list[str]
+    task: Ref
+    subtasks: Refs
 
 
 class ListTasks(Request, kw_only=True, forbid_unknown_fields=True):
-    list_ref: str | None = msgspec.field(name="list", default=None)
-    status: str | None = None
-    limit: Annotated[int, Meta(ge=1, le=10**9)] | None = None
-    offset: Annotated[int, Meta(ge=0, le=10**12)] = 0
+    list_ref: Ref | None = msgspec.field(name="list", default=None)
+    status: Name | None = None
+    limit: Limit | None = None
+    offset: Offset = 0
 
 
 class Audit(Request, kw_only=True, forbid_unknown_fields=True):
-    task: str
+    task: Ref
 
 
 class ContinueTask(Request, kw_only=True, forbid_unknown_fields=True):
     """Resume the task's latest session with a follow-up prompt, as its next run."""
 
-    task: str
-    prompt: str
+    task: Ref
+    prompt: Text
 
 
 class RunsOfTask(Request, kw_only=True, forbid_unknown_fields=True):
-    task: str
+    task: Ref
 
 
 class RunSql(Request, kw_only=True, forbid_unknown_fields=True):
-    query: str
-    timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
+    query: Text
+    timeout_s: SqlTimeout = 30.0
 
 
 class Rebuild(Request, kw_only=True, forbid_unknown_fields=True):
@@ -132,7 +159,7 @@ class Info(Request, kw_only=True, forbid_unknown_fields=True):
 class WorktreeOf(Request, kw_only=True, forbid_unknown_fields=True):
     """The worktree of one task (diff, merge, discard)."""
 
-    task: str
+    task: Ref
     stat: bool = False
 
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from claudedo_actors.api import verbs as rq
+from events._base import Positive, Seconds
 from events.errors import ClaudeDoError
 
 # Kept import-light (no typer/pydantic, no nats until a request is sent): every command is a
@@ -35,6 +37,16 @@ else:
     _ParamBase = click.ParamType
 
 
+def _meta(number_type: Any) -> Any:
+    """The msgspec Meta (ge/gt/le) of one of the requests' annotated number types."""
+    return number_type.__metadata__[0]
+
+
+def _int_range(number_type: Any) -> click.IntRange:
+    meta = _meta(number_type)
+    return click.IntRange(meta.ge, meta.le)
+
+
 class _FiniteFloat(_ParamBase):
     """A finite number in (low, high]: NaN and infinity would travel as JSON null."""
 
@@ -42,6 +54,12 @@ class _FiniteFloat(_ParamBase):
 
     def __init__(self, low: float, high: float) -> None:
         self.low, self.high = low, high
+
+    @classmethod
+    def of(cls, number_type: Any) -> _FiniteFloat:
+        """The range of a request's type (gt, le), so the CLI and the API agree."""
+        meta = _meta(number_type)
+        return cls(meta.gt, meta.le)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if value == "":
@@ -63,6 +81,12 @@ class _BoundedInt(_ParamBase):
     def __init__(self, low: int, high: int) -> None:
         self.low, self.high = low, high
 
+    @classmethod
+    def of(cls, number_type: Any) -> _BoundedInt:
+        """The range of a request's type (ge, le), so the CLI and the API agree."""
+        meta = _meta(number_type)
+        return cls(meta.ge, meta.le)
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if value == "" or isinstance(value, int):
             return value
@@ -73,9 +97,6 @@ class _BoundedInt(_ParamBase):
         if not self.low <= number <= self.high:
             self.fail(f"{value} is not in the range [{self.low}, {self.high}]", param, ctx)
         return number
-
-
-_INT32 = 2**31 - 1
 
 
 def agent_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -89,11 +110,13 @@ def agent_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             "--allowed-tool", "allowed_tools", multiple=True, help="Tool allowed unasked (repeat)."
         ),
         click.option(
-            "--max-budget-usd", type=_FiniteFloat(0, 1e12), help="Cost limit of a run, in USD."
+            "--max-budget-usd", type=_FiniteFloat.of(rq.Budget), help="Cost limit of a run, in USD."
         ),
-        click.option("--max-turns", type=_BoundedInt(1, _INT32), help="Turn limit of a run."),
+        click.option("--max-turns", type=_BoundedInt.of(Positive), help="Turn limit of a run."),
         click.option(
-            "--timeout", type=_FiniteFloat(0, 1e9), help="Wall-clock limit of a run, in seconds."
+            "--timeout",
+            type=_FiniteFloat.of(Seconds),
+            help="Wall-clock limit of a run, in seconds.",
         ),
     ]
     for option in reversed(options):
@@ -510,8 +533,8 @@ _mark_command("undo", "Untick checklist items (N: 1-based number or sub-task id 
 @app.command()
 @click.option("--list", "list_ref", help="Only this list (id, id prefix or name).")
 @click.option("--status", help="Only this status (draft, queued, claimed, running, done, ...).")
-@click.option("--limit", type=click.IntRange(1, 10**9), help="At most this many.")
-@click.option("--offset", type=click.IntRange(0, 10**12), default=0, help="Skip this many first.")
+@click.option("--limit", type=_int_range(rq.Limit), help="At most this many.")
+@click.option("--offset", type=_int_range(rq.Offset), default=0, help="Skip this many first.")
 @home_option
 @json_option
 def tasks(
@@ -538,7 +561,7 @@ def audit(task_id: str, home: Path | None, as_json: bool) -> None:
 
 @app.command()
 @click.argument("query")
-@click.option("--timeout", type=_FiniteFloat(0, 3600), default=30.0, show_default=True,
+@click.option("--timeout", type=_FiniteFloat.of(rq.SqlTimeout), default=30.0, show_default=True,
               help="Stop the query after this many seconds.")  # fmt: skip
 @home_option
 @json_option
