@@ -1,7 +1,7 @@
 """Running queued tasks with the agent, as the reference worker does (DESIGN.md rules 1-12).
 
 One node with four slots serves the module; each test has its own list, repository and tasks.
-The agent is the fake one: a real process speaking Claude Code 2.1.197's stream-json.
+The agent is the fake one: a real process speaking Claude Code 2.1.328's stream-json.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def test_the_run_records_session_tokens_cost_and_its_transcript(runner: Runner, 
     runner.wait_status(task_id)
     (run,) = runner.ask("runs", task=task_id)
     assert run["success"] and run["run_number"] == 1 and not run["is_retry"]
-    assert run["session_id"] and run["cli_version"] == "2.1.197"
+    assert run["session_id"] and run["cli_version"] == "2.1.328"
     assert run["model"] == "claude-sonnet-4-6" and run["permission_mode"] == "acceptEdits"
     assert run["tokens_in"] > 0 and run["tokens_out"] > 0 and run["cost_usd"] > 0
     assert run["turn_count"] == 1 and run["exit_code"] == 0 and run["cause"] is None
@@ -198,6 +198,7 @@ def test_failure_without_session_is_not_retried(runner: Runner, demo: str) -> No
         ("nologin", "auth", 2),
         ("max_turns", "max_turns", 2),
         ("rate_limited", "rate_limited", 2),
+        ("overloaded", "overloaded", 2),
         ("budget", "budget", 1),  # a retry would spend past the budget
         ("exit_without_result", "no_result", 2),
     ],
@@ -216,15 +217,15 @@ def test_every_failed_run_records_its_cause(
     ("limits", "retry_gets"),
     [
         ({"max_turns": 5}, {"--max-turns": "3"}),
-        ({"max_budget_usd": 0.001}, {"--max-budget-usd": "0.00019"}),
+        ({"max_budget_usd": 0.002}, {"--max-budget-usd": "0.00092"}),
         ({"max_turns": 2}, None),
-        ({"max_budget_usd": 0.0008}, None),
+        ({"max_budget_usd": 0.001}, None),
     ],
 )
 def test_a_run_and_its_retry_together_keep_to_the_tasks_limits(
     runner: Runner, demo: str, limits: dict[str, Any], retry_gets: dict[str, str] | None
 ) -> None:
-    # The max_turns transcript: 2 turns, $0.00081, then a failure with a session to resume.
+    # The max_turns transcript: 2 turns, $0.00108, then a failure with a session to resume.
     # Claude Code counts limits per invocation, so the retry is given what run 1 left; when
     # nothing is left there is no retry, and the task fails with run 1's error.
     task_id = runner.add_task("Fails [fake:max_turns]", demo, **limits)
