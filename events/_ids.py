@@ -3,9 +3,30 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 import uuid
+from typing import Annotated
+
+from msgspec import Meta
+
+# The text of an aggregate id. The node makes UUIDs (below); the envelope accepts the alphabet
+# they are written in (lowercase letters, digits, dashes, at most 64 characters, starting with
+# a letter or digit), which tools and tests name aggregates with too. Nothing else: an id is a
+# token of event subjects and the last part of the paths of a task's worktree, sandbox and logs
+# (`<home>/worktrees/<id>`), so a dot, a slash, a NUL, `..` or an over-long id never reaches
+# them. A message with another id is skipped and recorded by the projector.
+# (`$` alone would also match before a final newline: hence the look-ahead.)
+AGGREGATE_ID_PATTERN = "^[0-9a-z][0-9a-z-]{0,63}$(?!\n)"
+AggregateId = Annotated[str, Meta(pattern=AGGREGATE_ID_PATTERN)]
+_aggregate_id = re.compile(AGGREGATE_ID_PATTERN)
+
+
+def is_aggregate_id(value: object) -> bool:
+    """Whether `value` is the text of an aggregate id (see AGGREGATE_ID_PATTERN)."""
+    return isinstance(value, str) and _aggregate_id.search(value) is not None
+
 
 _lock = threading.Lock()
 _last_ms = 0

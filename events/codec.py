@@ -10,7 +10,7 @@ import msgspec
 from msgspec import Meta
 
 from events._base import Event, UtcTime
-from events._ids import new_event_id
+from events._ids import AggregateId, is_aggregate_id, new_event_id
 from events.catalog import EVENTS_BY_NAME, AnyEvent
 from events.subjects import event_subject
 
@@ -24,11 +24,14 @@ class Origin(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):
-    """An event with the facts every event has: id, time, aggregate, origin, version."""
+    """An event with the facts every event has: id, time, aggregate, origin, version.
+
+    `aggregate_id` is in the ids' alphabet (events/_ids.py): an envelope with another is not
+    decoded, so the projector skips and records it, and no path or subject is made from it."""
 
     event_id: str
     occurred_at: UtcTime
-    aggregate_id: str
+    aggregate_id: AggregateId
     node_id: str
     correlation_id: str
     actor: str
@@ -49,7 +52,11 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def envelop(event: Event, aggregate_id: str, origin: Origin) -> Envelope:
-    """Wrap a new event: fresh time-ordered id, current UTC time, current schema version."""
+    """Wrap a new event: fresh time-ordered id, current UTC time, current schema version.
+
+    Raises ValueError for an aggregate id outside the ids' alphabet: the log would refuse it."""
+    if not is_aggregate_id(aggregate_id):
+        raise ValueError(f"not an aggregate id: {aggregate_id[:80]!r}")
     return Envelope(
         event_id=new_event_id(),
         occurred_at=datetime.now(UTC),
@@ -120,6 +127,10 @@ def _decode_old(data: bytes | memoryview) -> Envelope:
         raw = step(raw)
         version += 1
         raw["schema_version"] = version
+    if not is_aggregate_id(raw.get("aggregate_id")):
+        shown = repr(raw.get("aggregate_id"))
+        shown = shown if len(shown) <= 80 else shown[:79] + "…"
+        raise DecodeError(f"{name} has aggregate id {shown}, not an id of the node's alphabet")
     try:
         return msgspec.convert(raw, Envelope)
     except msgspec.ValidationError as exc:

@@ -12,6 +12,7 @@ from uuid import UUID
 import duckdb
 import msgspec
 
+from events._ids import is_aggregate_id
 from events.errors import Ambiguous, Invalid, NotFound
 from projections.projector import Projection
 from projections.state import STATUSES, ListState, TaskState
@@ -51,6 +52,13 @@ def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     return [{n: jsonable(v) for n, v in zip(names, row, strict=True)} for row in cur.fetchall()]
 
 
+def shown(ref: str, width: int = 60) -> str:
+    """A reference as an error message shows it: one line, control characters escaped (so
+    a terminal prints them, never obeys them), and at most `width` characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in ref)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def resolve_list(p: Projection, ref: str) -> ListState:
     """A list by exact id, exact name, or unique id prefix."""
     ref = ref.strip()
@@ -63,9 +71,9 @@ def resolve_list(p: Projection, ref: str) -> ListState:
     exact = [r for r in rows if ref in (r[0], r[1])]
     chosen = exact if exact else rows
     if not chosen:
-        raise NotFound(f"list {ref} not found")
+        raise NotFound(f"list {shown(ref)} not found")
     if len(chosen) > 1:
-        raise Ambiguous(f"list {ref} is ambiguous: {len(chosen)} lists match")
+        raise Ambiguous(f"list {shown(ref)} is ambiguous: {len(chosen)} lists match")
     state = p.list_state(chosen[0][0])
     assert state is not None
     return state
@@ -75,10 +83,13 @@ _ID_LENGTH = 36  # a UUID in its text form
 
 
 def resolve_task(p: Projection, ref: str) -> TaskState:
-    """A task by exact id or unique id prefix (like git)."""
+    """A task by exact id or unique id prefix (like git). A reference that cannot begin an id
+    (`..`, a slash, a NUL, longer than an id: see events/_ids.py) is not found, unsearched."""
     ref = ref.strip().lower()
     if not ref:
         raise Invalid("task id is empty")
+    if not is_aggregate_id(ref):
+        raise NotFound(f"task {shown(ref)} not found")
     if len(ref) == _ID_LENGTH:
         # A whole id (how programs and the node itself name tasks): no prefix search.
         found = p.task_state(ref)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
+import nats
 import pytest
 
+import events as ev
 from events.wire import WireConnection
-from tests.conftest import NodeProcess, _git
+from tests.conftest import NodeProcess, _git, wait_until
 
 INT32 = 2**31 - 1
 
@@ -208,3 +212,147 @@ def test_the_cli_refuses_what_the_api_refuses(api: Api) -> None:
         res = api.node.cli(*args)
         assert res.code == 2 and res.err.startswith("error: ") and res.err.count("\n") == 1, args
         assert "range" in res.err, (args, res.err)
+
+
+# --- 2. aggregate ids: one alphabet in the envelope, refs checked before any lookup --------
+
+ORIGIN = ev.Origin(node_id="elsewhere", correlation_id="c", actor="user:x")
+
+
+def publish(api: Api, messages: list[tuple[str, bytes]]) -> None:
+    """Append raw messages to the node's log, as any program with access to NATS could."""
+
+    async def run() -> None:
+        nc = await nats.connect(api.url)
+        js = nc.jetstream()
+        for subject, data in messages:
+            await js.publish(subject, data)
+        await nc.close()
+
+    asyncio.run(run())
+
+
+def _caught_up(api: Api) -> Any:
+    info = api.ok("info")
+    return info["checkpoint_seq"] == info["last_seq"]
+
+
+def _skipped_after(api: Api, seq: int) -> list[tuple[str, str]]:
+    rows = api.ok(
+        "sql",
+        {"query": f"select subject, reason from skipped_messages where seq > {seq} order by seq"},
+    )["rows"]
+    return [(r[0], r[1]) for r in rows]
+
+
+def _created(aggregate_id: str) -> bytes:
+    """A TaskCreated envelope whose aggregate id is `aggregate_id`, whatever it is."""
+    env = ev.envelop(ev.TaskCreated(list_id="l", title="t"), "placeholder", ORIGIN)
+    raw = msgspec.json.decode(ev.encode(env))
+    raw["aggregate_id"] = aggregate_id
+    return msgspec.json.encode(raw)
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    ["UPPER", "under_score", "x" * 65, "-leading", "caf\u00e9", "a\u200bb", "1e\u0301"],
+    ids=["uppercase", "underscore", "over-long", "leading-dash", "accent", "zero-width", "nfd"],
+)
+def test_a_message_with_an_id_outside_the_alphabet_is_skipped_and_recorded(
+    api: Api, bad_id: str
+) -> None:
+    seq = api.last_seq()
+    subject = f"claudedo.evt.task.{bad_id}.TaskCreated"
+    publish(api, [(subject, _created(bad_id))])
+    wait_until(lambda: _caught_up(api) and api.last_seq() > seq, what="projection caught up")
+    [(got_subject, reason)] = _skipped_after(api, seq)
+    assert got_subject == subject and "not an id of the node's alphabet" in reason
+    found = api.ok("sql", {"query": "select count(*) from tasks where title = 't'"})
+    assert found["rows"] == [[0]]
+
+
+def test_a_message_whose_subject_names_another_id_is_skipped_and_recorded(api: Api) -> None:
+    seq = api.last_seq()
+    real = ev.new_aggregate_id()
+    subject = f"claudedo.evt.task.{ev.new_aggregate_id()}.TaskCreated"
+    publish(api, [(subject, _created(real))])
+    wait_until(lambda: _caught_up(api) and api.last_seq() > seq, what="projection caught up")
+    assert _skipped_after(api, seq) == [(subject, "subject does not match the event")]
+    assert api.ask("task.show", {"task": real})["error"]["code"] == "not_found"
+
+
+def test_envelop_refuses_an_id_the_log_would_skip() -> None:
+    for bad in ("..", "a/b", "a.b", "", "x" * 65, "a\x00", "A"):
+        with pytest.raises(ValueError, match="not an aggregate id"):
+            ev.envelop(ev.TaskQueued(), bad, ORIGIN)
+
+
+BAD_REFS = ["..", "../..", "/", "a/b", "/etc/passwd", "a\x00b", "\x00", "x" * 37, "a" * 200,
+            "é", "*", ">", "a.b", "a b", "-"]  # fmt: skip
+_REF_VERBS = [
+    ("task.show", lambda r: {"task": r}),
+    ("task.edit", lambda r: {"task": r, "title": "x"}),
+    ("task.continue", lambda r: {"task": r, "prompt": "p"}),
+    ("task.queue", lambda r: {"tasks": [r]}),
+    ("task.unqueue", lambda r: {"tasks": [r]}),
+    ("task.cancel", lambda r: {"tasks": [r]}),
+    ("task.subtask.add", lambda r: {"task": r, "titles": ["x"]}),
+    ("task.subtask.done", lambda r: {"task": r, "subtasks": ["1"]}),
+    ("task.subtask.undo", lambda r: {"task": r, "subtasks": ["1"]}),
+    ("runs", lambda r: {"task": r}),
+    ("audit", lambda r: {"task": r}),
+    ("worktree.diff", lambda r: {"task": r}),
+    ("worktree.merge", lambda r: {"task": r}),
+    ("worktree.discard", lambda r: {"task": r}),
+    ("task.add", lambda r: {"list": r, "title": "x"}),
+    ("list.config", lambda r: {"list": r, "model": "m"}),
+    ("tasks", lambda r: {"list": r}),
+]
+
+
+@pytest.mark.parametrize(("verb", "make"), _REF_VERBS, ids=[v for v, _ in _REF_VERBS])
+def test_a_reference_that_cannot_name_an_aggregate_is_not_found(
+    api: Api, verb: str, make: Any
+) -> None:
+    for ref in BAD_REFS:
+        message = assert_refused(api, verb, make(ref), code="not_found")
+        assert message.isprintable() and "\x00" not in message, (verb, ref, message)
+        assert message.endswith("not found"), (verb, ref, message)
+
+
+def test_a_sub_task_reference_in_other_digits_is_not_found(api: Api) -> None:
+    task_id = _task_id(api)
+    for ref in ("²", "٣", "9" * 150, "0", "-1", "1.0", "\x00"):
+        message = assert_refused(
+            api, "task.subtask.done", {"task": task_id, "subtasks": [ref]}, code="not_found"
+        )
+        assert "no sub-task" in message and message.isprintable(), (ref, message)
+
+
+def test_log_reads_no_file_the_log_names_outside_a_logs_folder(api: Api, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not print me\n")
+    task_id = ev.new_aggregate_id()
+    list_id = api.ok("list.ls")[0]["id"]
+    events: list[ev.Event] = [
+        ev.TaskCreated(list_id=list_id, title="forged"),
+        ev.TaskQueued(),
+        ev.TaskClaimed(node_id="elsewhere", slot=0),
+        ev.TaskStarted(node_id="elsewhere", slot=0, workdir=str(tmp_path)),
+        ev.RunStarted(
+            run_number=1,
+            node_id="elsewhere",
+            slot=0,
+            workdir=str(tmp_path),
+            prompt="p",
+            log_path=str(secret),
+        ),
+        ev.RunFinished(run_number=1, success=True),
+    ]
+    envs = [ev.envelop(e, task_id, ORIGIN) for e in events]
+    publish(api, [(env.subject, ev.encode(env)) for env in envs])
+    wait_until(lambda: "ok" in api.ask("runs", {"task": task_id}), what="forged task projected")
+    assert api.ok("runs", {"task": task_id})[0]["log_path"] == str(secret)
+    res = api.node.cli("log", task_id)
+    assert "do not print me" not in res.out + res.err
+    assert res.code == 1 and res.err.count("\n") == 1 and "not on this machine" in res.err

@@ -52,19 +52,32 @@ def _text(value: str, what: str) -> str:
     return value
 
 
+def _is(path: Path, kind: str) -> bool:
+    """Whether `path` is a folder ("dir") or a file: False for a name the OS refuses (a NUL,
+    a name too long), which Path.is_dir() would raise for."""
+    try:
+        return path.is_dir() if kind == "dir" else path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def check_git_dir(path: str) -> str:
-    """An absolute, existing git work tree with at least one commit; returns its real path."""
+    """An absolute, existing git work tree with at least one commit; returns its real path.
+
+    A work tree with uncommitted changes is fine: worktrees branch from its HEAD commit, and
+    the user's own changes stay where they are. A bare repository has no work tree."""
     p = Path(path)
+    shown = q.shown(path, 200)
     if not p.is_absolute():
-        raise Invalid(f"list dir {path} must be an absolute path")
-    if not p.is_dir():
-        raise Invalid(f"list dir {path} does not exist or is not a folder")
+        raise Invalid(f"list dir {shown} must be an absolute path")
+    if not _is(p, "dir"):
+        raise Invalid(f"list dir {shown} does not exist or is not a folder")
 
     inside = run_git(p, "rev-parse", "--is-inside-work-tree", timeout_s=30)
     if inside.returncode != 0 or inside.stdout.strip() != "true":
-        raise Invalid(f"list dir {path} is not a git work tree")
+        raise Invalid(f"list dir {shown} is not a git work tree")
     if not git_ok(p, "rev-parse", "--verify", "--quiet", "HEAD^{commit}", timeout_s=30):
-        raise Invalid(f"list dir {path} has no commit yet (commit something first)")
+        raise Invalid(f"list dir {shown} has no commit yet (commit something first)")
     return str(p.resolve())
 
 
@@ -90,8 +103,10 @@ def _check_setting(name: str, value: Any) -> Any:
         return _text(value, "system prompt")
     if name == "agent_path":
         path = Path(value)
-        if not path.is_absolute() or not path.is_file():
-            raise Invalid(f"agent file {value} does not exist (give an absolute path to a file)")
+        if not path.is_absolute() or not _is(path, "file"):
+            raise Invalid(
+                f"agent file {q.shown(value, 200)} does not exist (give an absolute path to a file)"
+            )
         return str(path)
     if name == "permission_mode":
         if value not in PERMISSION_MODES:
@@ -281,16 +296,17 @@ class Decider:
 
 def _resolve_subtask(task: TaskState, ref: str) -> str:
     ref = ref.strip()
-    if ref.isdigit():
-        n = int(ref)
+    # ASCII digits only: str.isdigit() holds for '²' and other digits int() refuses.
+    if ref.isascii() and ref.isdigit():
+        n = int(ref) if len(ref) <= 9 else 0
         if not 1 <= n <= len(task.subtasks):
-            raise NotFound(f"task {task.id[:8]} has no sub-task number {n}")
+            raise NotFound(f"task {task.id[:8]} has no sub-task number {q.shown(ref)}")
         return task.subtasks[n - 1].subtask_id
     matches = [s for s in task.subtasks if s.subtask_id.startswith(ref.lower())] if ref else []
     if not matches:
-        raise NotFound(f"task {task.id[:8]} has no sub-task {ref}")
+        raise NotFound(f"task {task.id[:8]} has no sub-task {q.shown(ref)}")
     if len(matches) > 1:
-        raise Invalid(f"sub-task prefix {ref} is ambiguous")
+        raise Invalid(f"sub-task prefix {q.shown(ref)} is ambiguous")
     return matches[0].subtask_id
 
 

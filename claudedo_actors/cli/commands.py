@@ -405,8 +405,8 @@ def log_command(task_id: str, run_number: int | None, follow: bool, home: Path |
         raise ClaudeDoError(f"task {task_id} has no run {run_number}", code="not_found")
     run = chosen[-1]
     out = sys.stdout.buffer
-    path = Path(run["log_path"] or "")
-    if not (follow and run["finished_at"] is None) and path.is_file():
+    path = _log_file(task["id"], run)
+    if not (follow and run["finished_at"] is None) and path is not None and path.is_file():
         with path.open("rb") as f:
             while chunk := f.read(1 << 20):
                 out.write(chunk)
@@ -426,12 +426,21 @@ def log_command(task_id: str, run_number: int | None, follow: bool, home: Path |
             idle_timeout_s=None if follow else 1.0,
         )
     )
-    if not ended and run["finished_at"] is not None and not path.is_file():
+    if not ended and run["finished_at"] is not None and not (path and path.is_file()):
         raise ClaudeDoError(
-            f"the log of run {run['run_number']} is not on this machine ({path}) and its "
-            "live lines have aged out of the output stream",
+            f"the log of run {run['run_number']} is not on this machine "
+            f"({run['log_path']}) and its live lines have aged out of the output stream",
             code="not_found",
         )
+
+
+def _log_file(task_id: str, run: dict[str, Any]) -> Path | None:
+    """The run's NDJSON file as the projection records it, if it is named as a node names it
+    (`<home>/logs/<task id>_run<N>.ndjson`): another path from the log is never read."""
+    path = Path(run["log_path"] or "")
+    if path.name != f"{task_id}_run{run['run_number']}.ndjson" or path.parent.name != "logs":
+        return None
+    return path
 
 
 @app.command()
