@@ -2,7 +2,10 @@
 
 The model is a script: each turn of the main conversation (requests that offer tools) gets the
 next scripted reply, chosen by how many assistant turns the request already carries. Replies
-stream as the real API streams them (server-sent events). Every request is recorded.
+stream as the real API streams them (server-sent events). Every request is recorded. A HEAD of
+any path is answered 200: the CLI's reachability check before its first request (`HEAD /` from
+2.1.197; `HEAD /api/hello` from 2.1.328, which skips it with
+CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC).
 """
 
 from __future__ import annotations
@@ -146,14 +149,26 @@ class ScriptedApi:
 
 
 def _cwd_of(body: dict[str, Any]) -> str:
-    system = body.get("system")
-    text = (
-        system
-        if isinstance(system, str)
-        else " ".join(b.get("text", "") for b in system or [] if isinstance(b, dict))
-    )
-    found = re.search(r"(?:Primary working directory|Working directory): ([^\n]+)", text)
-    return found.group(1).strip() if found else ""
+    """The session's working directory, as the CLI tells the model: in the system prompt
+    (2.1.197), or in the environment context it puts in the first user message (2.1.328)."""
+    texts = [_text_of(body.get("system"))]
+    texts += [_text_of(m.get("content")) for m in body.get("messages", []) if isinstance(m, dict)]
+    for text in texts:
+        found = re.search(r"(?:Primary working directory|Working directory): ([^\n]+)", text)
+        if found:
+            return found.group(1).strip()
+    return ""
+
+
+def _text_of(content: Any) -> str:
+    """The text of a system prompt or message: a string, or its text blocks."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"
+        )
+    return ""
 
 
 def _events(step: Text | Tool, model: str) -> list[dict[str, Any]]:

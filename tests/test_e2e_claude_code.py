@@ -1,7 +1,8 @@
 """End to end with the real Claude Code CLI (npm, pinned) against a scripted Messages API.
 
-The CLI is installed by the first test that needs it into `.e2e/` (ignored by git); without
-npm these tests are skipped with that reason. The model is scripted (tests/scripted_api.py):
+The CLI, pinned by CLAUDE_CODE_VERSION below, is installed from npm by the first test that
+needs it into `.e2e/claude-code-<version>/` (ignored by git); without npm these tests are
+skipped with that reason. The model is scripted (tests/scripted_api.py):
 everything else, from the CLI's tools to its sessions, is the real thing.
 """
 
@@ -20,8 +21,9 @@ from tests.conftest import wait_until
 from tests.runner_support import Runner, git_out, processes_marked
 from tests.scripted_api import Fail, ScriptedApi, Text, Tool, by_turn
 
-CLAUDE_CODE_VERSION = "2.1.197"
+CLAUDE_CODE_VERSION = "2.1.328"
 E2E_DIR = Path(__file__).resolve().parent.parent / ".e2e" / f"claude-code-{CLAUDE_CODE_VERSION}"
+_LATE_WRITER = "python3 -c \"import time; time.sleep(25); open('late.txt', 'w').write('late')\""
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def claude_bin() -> Path:
             pytest.skip("npm is not installed: the end-to-end tests need it to get Claude Code")
         E2E_DIR.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [npm, "install", "--prefix", str(E2E_DIR), "--no-audit", "--no-fund",
+            [npm, "install", "--prefix", str(E2E_DIR), "--no-audit", "--no-fund", "--save-exact",
              "--loglevel=error", f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"],
             check=True, capture_output=True, timeout=600,
         )  # fmt: skip
@@ -95,7 +97,29 @@ def test_real_cli_writes_a_file_runs_bash_and_its_work_is_committed(
     assert run["success"] and run["session_id"] and run["cli_version"] == CLAUDE_CODE_VERSION
     assert run["turn_count"] == 3 and run["tokens_in"] > 0 and run["tokens_out"] > 0
     assert run["cost_usd"] > 0
+    (finished,) = [
+        e["payload"] for e in runner.ask("audit", task=task_id) if e["type"] == "RunFinished"
+    ]
+    assert (finished["terminal_reason"], finished["permission_denials"]) == ("completed", [])
     assert processes_marked(task_id) == []
+
+
+def test_a_write_outside_the_worktree_is_refused_and_recorded_as_a_permission_denial(
+    runner: Runner, api: ScriptedApi, demo: str, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside.txt"  # acceptEdits lets the agent edit its worktree only
+    write = {"file_path": str(outside), "content": "should not be here\n"}
+    api.script = by_turn(Tool("Write", write), Text("Could not write it."))
+    task_id = runner.add_task("Write elsewhere", demo)
+    task = runner.wait_status(task_id, timeout_s=120)
+    assert (task["status"], task["result"]) == ("done", "Could not write it.")
+    assert not outside.exists()
+    (finished,) = [
+        e["payload"] for e in runner.ask("audit", task=task_id) if e["type"] == "RunFinished"
+    ]
+    (denial,) = finished["permission_denials"]
+    assert (denial["tool_name"], denial["tool_input"]) == ("Write", write)
+    assert denial["tool_use_id"]
 
 
 def test_continue_resumes_the_session_and_the_api_sees_the_earlier_conversation(
@@ -121,7 +145,9 @@ def test_cancel_while_a_bash_command_runs_leaves_no_process_and_no_late_file(
     runner: Runner, api: ScriptedApi, demo: str
 ) -> None:
     api.script = by_turn(
-        Tool("Bash", {"command": "sleep 25; echo late > late.txt", "description": "wait"}),
+        # 2.1.328's Bash tool refuses a plain `sleep N; cmd` (use Monitor, it says): a python3
+        # child sleeping is as long a command, and it would write late.txt when done.
+        Tool("Bash", {"command": _LATE_WRITER, "description": "wait"}),
         Text("Waited."),
     )
     task_id = runner.add_task("Wait a while", demo)
