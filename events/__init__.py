@@ -20,6 +20,8 @@ from events.subjects import (
 )
 from events.tasks import (
     PermissionDenial,
+    ReviewEnded,
+    ReviewStarted,
     RunFinished,
     RunProcessSpawned,
     RunSessionOpened,
@@ -96,6 +98,8 @@ __all__ = [
     "Origin",
     "PermissionDenial",
     "RawEvent",
+    "ReviewEnded",
+    "ReviewStarted",
     "RunFinished",
     "RunProcessSpawned",
     "RunSessionOpened",

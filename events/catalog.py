@@ -8,6 +8,8 @@ from events._base import Event
 from events.lists import LIST_EVENTS, ListConfigured, ListCreated
 from events.tasks import (
     TASK_EVENTS,
+    ReviewEnded,
+    ReviewStarted,
     RunFinished,
     RunProcessSpawned,
     RunSessionOpened,
@@ -57,6 +59,8 @@ AnyEvent = Union[  # noqa: UP007 - a runtime Union object is what msgspec decode
     WorktreeCommitted,
     WorktreeMerged,
     WorktreeDiscarded,
+    ReviewStarted,
+    ReviewEnded,
     RunStarted,
     RunProcessSpawned,
     RunSessionOpened,

@@ -178,6 +178,22 @@ class WorktreeDiscarded(TaskEvent, frozen=True, kw_only=True):
     head_commit: str | None
 
 
+class ReviewStarted(TaskEvent, frozen=True, kw_only=True):
+    """A merge or discard of the task's worktree began on `node_id`. Until WorktreeMerged,
+    WorktreeDiscarded or ReviewEnded, the task cannot be queued, continued or reviewed again."""
+
+    action: str  # "merge" or "discard"
+    node_id: str
+
+
+class ReviewEnded(TaskEvent, frozen=True, kw_only=True):
+    """A merge or discard ended without changing the worktree (git refused, or the node
+    doing it stopped); `error` says why."""
+
+    action: str
+    error: str
+
+
 # --- runs ------------------------------------------------------------------------------------
 
 
@@ -280,6 +296,8 @@ TASK_EVENTS: tuple[type[TaskEvent], ...] = (
     WorktreeCommitted,
     WorktreeMerged,
     WorktreeDiscarded,
+    ReviewStarted,
+    ReviewEnded,
     RunStarted,
     RunProcessSpawned,
     RunSessionOpened,

@@ -22,7 +22,7 @@ TASK_COLUMNS = (
     "id, list_id, title, description, status, model, system_prompt, agent_path, "
     "permission_mode, allowed_tools, max_budget_usd, max_turns, timeout_s, result, error, cause, "
     "cancel_requested, claimed_by, slot, run_count, created_at, updated_at, queued_at, "
-    "started_at, finished_at"
+    "started_at, finished_at, review"
 )
 
 
@@ -332,3 +332,21 @@ def board(p: Projection) -> dict[str, Any]:
     )
     counts = dict(p.con.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall())
     return {"working": working, "counts": {s: int(counts.get(s, 0)) for s in STATUSES}}
+
+
+def reviews_held_by(p: Projection, node_id: str) -> list[str]:
+    """Ids of the tasks whose merge or discard `node_id` began and has not ended."""
+    rows = p.con.execute(
+        "SELECT id FROM tasks WHERE review_node = ? ORDER BY id", [node_id]
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def reviews_held_by_others(p: Projection, alive: list[str]) -> list[tuple[str, str]]:
+    """(id, node) of the merges or discards begun by a node not in `alive`."""
+    rows = p.con.execute(
+        "SELECT id, review_node FROM tasks WHERE review_node IS NOT NULL "
+        "AND NOT list_contains(?::VARCHAR[], review_node) ORDER BY id",
+        [alive],
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]

@@ -40,7 +40,13 @@ ALLOWED_FROM: Final[dict[type[ev.Event], frozenset[str]]] = {
     ev.TaskFailed: frozenset({"queued", "claimed", "running"}),
     ev.TaskCancelRequested: frozenset({"claimed", "running"}),
     ev.TaskCancelled: frozenset({"draft", "queued", "claimed", "running"}),
+    ev.ReviewStarted: frozenset({"draft", "done", "failed", "cancelled"}),
 }
+# Refused while a merge or discard of the task's worktree is under way.
+_NOT_DURING_REVIEW: Final = (ev.TaskQueued, ev.ReviewStarted)
+
+
+_REVIEWING: Final = {"merge": "merged", "discard": "discarded"}
 
 
 def refusal(state: TaskState, event: ev.Event) -> str | None:
@@ -48,6 +54,8 @@ def refusal(state: TaskState, event: ev.Event) -> str | None:
     allowed = ALLOWED_FROM.get(type(event))
     if allowed is not None and state.status not in allowed:
         return f"task {state.id[:8]} is {state.status}"
+    if isinstance(event, _NOT_DURING_REVIEW) and state.review is not None:
+        return f"task {state.id[:8]} is being {_REVIEWING[state.review]}; try again when it ends"
     if isinstance(event, ev.TaskCancelRequested) and state.cancel_requested:
         return f"task {state.id[:8]} is already being cancelled"
     if isinstance(event, ev.SubtaskCompleted | ev.SubtaskReopened):
@@ -184,6 +192,9 @@ class TaskState(msgspec.Struct, frozen=True, kw_only=True):
     # Runs numbered above this belong to the current attempt (since the last queue or
     # continue by a user): the automatic retry is counted within it.
     runs_before_attempt: int = 0
+    # The merge or discard under way ("merge", "discard"), and the node doing it.
+    review: str | None = None
+    review_node: str | None = None
     subtasks: tuple[SubtaskState, ...] = ()
     runs: tuple[RunState, ...] = ()
     worktree: WorktreeState | None = None
@@ -464,11 +475,21 @@ def _worktree_committed(s: TaskState, e: ev.WorktreeCommitted, at: datetime, seq
 
 
 def _worktree_merged(s: TaskState, e: ev.WorktreeMerged, at: datetime, seq: int) -> TaskState:
+    s = replace(s, review=None, review_node=None)
     return _with_worktree(s, at, seq, status="merged", merge_commit=e.merge_commit)
 
 
 def _worktree_discarded(s: TaskState, e: ev.WorktreeDiscarded, at: datetime, seq: int) -> TaskState:
+    s = replace(s, review=None, review_node=None)
     return _with_worktree(s, at, seq, status="discarded", kept_ref=e.kept_ref)
+
+
+def _review_started(s: TaskState, e: ev.ReviewStarted, at: datetime, seq: int) -> TaskState:
+    return replace(s, review=e.action, review_node=e.node_id, updated_at=at, last_seq=seq)
+
+
+def _review_ended(s: TaskState, e: ev.ReviewEnded, at: datetime, seq: int) -> TaskState:
+    return replace(s, review=None, review_node=None, updated_at=at, last_seq=seq)
 
 
 def _run_started(s: TaskState, e: ev.RunStarted, at: datetime, seq: int) -> TaskState:
@@ -580,6 +601,8 @@ _TASK_STEPS: Final[dict[type[ev.Event], Any]] = {
     ev.WorktreeCommitted: _worktree_committed,
     ev.WorktreeMerged: _worktree_merged,
     ev.WorktreeDiscarded: _worktree_discarded,
+    ev.ReviewStarted: _review_started,
+    ev.ReviewEnded: _review_ended,
     ev.RunStarted: _run_started,
     ev.RunProcessSpawned: _run_spawned,
     ev.RunSessionOpened: _run_session,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -9,8 +10,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import nats
 import pytest
 
+import events as ev
+from claudedo_actors.node.home import Home, NodeAddress
+from events.log import EventLog
 from tests.conftest import _git, wait_until
 from tests.runner_support import Runner, git_out
 
@@ -165,7 +170,7 @@ def test_discard_removes_worktree_and_branch_but_keeps_the_commits(
     discarded = runner.ask("worktree.discard", task=task_id, actor="bob")
     tree = discarded["worktree"]
     hex_id = task_id.replace("-", "")
-    assert tree["status"] == "discarded" and tree["kept_ref"] == f"refs/claudedo/{hex_id}"
+    assert tree["status"] == "discarded" and tree["kept_ref"] == f"refs/claudedo/kept/{hex_id}/1"
     assert not Path(task["worktree"]["path"]).exists()
     assert git_out(git_repo, "branch", "--list", f"claudedo/{hex_id}") == ""
     assert git_out(git_repo, "rev-parse", tree["kept_ref"]) == head
@@ -260,3 +265,128 @@ def test_log_of_a_task_without_runs_is_one_line_error(runner: Runner, demo: str)
     draft = runner.add_task("Draft", demo, queue=False)
     cli = claudedo(runner, "log", draft)
     assert cli.returncode == 1 and cli.stderr == f"error: task {draft} has no run yet\n"
+
+
+# --- no work lost on the second try ------------------------------------------------------------
+
+
+def _append(runner: Runner, task_id: str, event: ev.Event) -> None:
+    """Append an event as another node would (a node's own credentials)."""
+    address = NodeAddress.read(Home(runner.node.home))
+    assert address is not None
+
+    async def go() -> None:
+        nc = await nats.connect(address.nats_url)
+        try:
+            origin = ev.Origin(node_id="ghost", correlation_id="c", actor="node:ghost")
+            await EventLog(nc.jetstream()).append([ev.envelop(event, task_id, origin)], None)
+        finally:
+            await nc.close()
+
+    asyncio.run(go())
+
+
+def test_every_discard_keeps_its_own_ref_also_after_the_task_ran_again(
+    runner: Runner, demo: str, git_repo: Path
+) -> None:
+    task_id = done_task(runner, demo)
+    first = runner.ask("worktree.discard", task=task_id)["worktree"]
+    runner.ask("task.continue", task=task_id, prompt="Once more [fake:write]")
+    assert runner.wait_status(task_id)["status"] == "done"
+    second = runner.ask("worktree.discard", task=task_id)["worktree"]
+    hex_id = task_id.replace("-", "")
+    assert first["kept_ref"] == f"refs/claudedo/kept/{hex_id}/1"
+    assert second["kept_ref"] == f"refs/claudedo/kept/{hex_id}/2"
+    kept = [e["payload"] for e in audit_of(runner, task_id, "WorktreeDiscarded")]
+    for payload in kept:  # every discarded head is still reachable, at its own ref
+        assert git_out(git_repo, "rev-parse", payload["kept_ref"]) == payload["head_commit"]
+    assert git_out(git_repo, "merge-base", "--is-ancestor", kept[0]["head_commit"],
+                   kept[1]["head_commit"]) == ""  # fmt: skip
+
+
+def test_continue_after_a_discard_starts_from_the_discarded_work(
+    runner: Runner, demo: str, git_repo: Path
+) -> None:
+    task_id = done_task(runner, demo)
+    kept = runner.ask("worktree.discard", task=task_id)["worktree"]
+    runner.ask("task.continue", task=task_id, prompt="Look again [fake:success]")
+    task = runner.wait_status(task_id)
+    assert task["status"] == "done"
+    tree = task["worktree"]
+    assert tree["status"] == "active" and Path(tree["path"]).is_dir()
+    # The resumed session finds the files it wrote: the worktree was made from the kept ref.
+    assert (Path(tree["path"]) / "fake.txt").read_text() == "written by the fake agent\n"
+    assert git_out(git_repo, "merge-base", "--is-ancestor", git_out(git_repo, "rev-parse",
+                   kept["kept_ref"]), f"refs/heads/{tree['branch']}") == ""  # fmt: skip
+
+
+def test_task_whose_worktree_folder_was_deleted_runs_again_on_its_branch(
+    runner: Runner, demo: str, git_repo: Path
+) -> None:
+    task_id = done_task(runner, demo)
+    tree = runner.task(task_id)["worktree"]
+    import shutil
+
+    shutil.rmtree(tree["path"])
+    runner.ask("task.continue", task=task_id, prompt="Go on [fake:success]")
+    again = runner.wait_status(task_id)
+    assert again["status"] == "done", again.get("error")
+    assert again["worktree"]["branch"] == tree["branch"]
+    assert again["worktree"]["base_commit"] == tree["base_commit"]
+    assert (Path(again["worktree"]["path"]) / "fake.txt").exists()
+    assert git_out(git_repo, "merge-base", "--is-ancestor", tree["head_commit"],
+                   f"refs/heads/{tree['branch']}") == ""  # fmt: skip
+
+
+def test_kept_refs_never_make_the_task_branch_ambiguous(
+    runner: Runner, demo: str, git_repo: Path
+) -> None:
+    task_id = done_task(runner, demo)
+    runner.ask("worktree.discard", task=task_id)
+    runner.ask("task.continue", task=task_id, prompt="Again [fake:success]")
+    branch = runner.wait_status(task_id)["worktree"]["branch"]
+    proc = subprocess.run(
+        ["git", "rev-parse", "--verify", branch], cwd=git_repo, capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and "ambiguous" not in proc.stderr
+
+
+def test_review_uses_the_repository_the_worktree_was_made_in(
+    runner: Runner, demo: str, git_repo: Path, tmp_path: Path
+) -> None:
+    task_id = done_task(runner, demo)
+    other = tmp_path / "other"
+    other.mkdir()
+    _git(other, "init", "-q", "-b", "main")
+    _git(other, "commit", "-q", "--allow-empty", "-m", "other")
+    runner.ask("list.config", list=demo, dir=str(other))
+    runner.ask("worktree.merge", task=task_id)
+    assert (git_repo / "fake.txt").exists()
+    assert not (other / "fake.txt").exists()
+
+
+def test_queue_and_continue_are_refused_while_a_review_is_under_way(
+    runner: Runner, demo: str
+) -> None:
+    task_id = done_task(runner, demo)
+    _append(
+        runner, task_id, ev.ReviewStarted(action="merge", node_id=runner.ask("info")["node_id"])
+    )
+    wait_until(lambda: runner.task(task_id).get("review") == "merge", 10)
+    for verb, payload in (("task.queue", {"tasks": [task_id]}),
+                          ("task.continue", {"task": task_id, "prompt": "x"})):  # fmt: skip
+        with pytest.raises(Exception, match="being merged"):
+            runner.ask(verb, **payload)
+    with pytest.raises(Exception, match="already being merged"):
+        runner.ask("worktree.discard", task=task_id)
+    _append(runner, task_id, ev.ReviewEnded(action="merge", error="test"))
+    wait_until(lambda: runner.task(task_id).get("review") is None, 10)
+
+
+def test_a_review_begun_by_a_node_that_is_gone_is_ended(runner: Runner, demo: str) -> None:
+    task_id = done_task(runner, demo)
+    _append(runner, task_id, ev.ReviewStarted(action="discard", node_id="ghost-node"))
+    wait_until(lambda: audit_of(runner, task_id, "ReviewEnded"), 60)
+    (ended,) = audit_of(runner, task_id, "ReviewEnded")
+    assert "ghost-node stopped during the discard" in ended["payload"]["error"]
+    assert runner.task(task_id).get("review") is None

@@ -8,7 +8,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from nats.aio.client import Client
@@ -26,6 +26,7 @@ from projections import queries as q
 from projections.rebuild import rebuild_file
 
 log = logging.getLogger("claudedo.api")
+T = TypeVar("T")
 
 API_QUEUE_GROUP = "claudedo-api"
 _ATTEMPTS = 8
@@ -65,6 +66,11 @@ class Api:
         self._sub = await self.nc.subscribe(
             ev.api_subject(">"), queue=API_QUEUE_GROUP, cb=self._on_request
         )
+
+    async def while_no_review(self, fn: Callable[[], T]) -> T:
+        """Run blocking `fn` in a thread while no merge or discard of this node is under way."""
+        async with self.review_lock:
+            return await asyncio.get_running_loop().run_in_executor(None, fn)
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -284,23 +290,40 @@ async def _worktree_diff(api: Api, req: rq.WorktreeOf) -> Any:
 
 
 async def _worktree_merge(api: Api, req: rq.WorktreeOf) -> Any:
-    return await _review(api, req, review.merge)
+    return await _review(api, req, "merge", review.merge)
 
 
 async def _worktree_discard(api: Api, req: rq.WorktreeOf) -> Any:
-    return await _review(api, req, review.discard)
+    return await _review(api, req, "discard", review.discard)
 
 
-async def _review(api: Api, req: rq.WorktreeOf, act: Callable[[TaskState, str], ev.Event]) -> Any:
+async def _review(
+    api: Api, req: rq.WorktreeOf, action: str, act: Callable[[TaskState, str], ev.Event]
+) -> Any:
+    """Merge or discard, serialised with everything else the task does through its guarded
+    sequence: ReviewStarted is appended only if the task did not move since it was checked
+    (while it stands, the task cannot be queued or continued), then git acts, then the fact
+    (or ReviewEnded, when git refused) is recorded."""
+    origin = ev.Origin(
+        node_id=api.node_id, correlation_id=req.request_id or ev.new_event_id(), actor=req.actor
+    )
     async with api.review_lock:
         task, repo = await api.query(lambda p: review.task_and_repo(p, req.task))
-        event = await review.in_thread(lambda: act(task, repo))
-        origin = ev.Origin(
-            node_id=api.node_id,
-            correlation_id=req.request_id or ev.new_event_id(),
-            actor=req.actor,
-        )
-        # Git already did it: the fact is recorded whatever else the task did meanwhile.
+        review.check(task, action)
+        started = ev.envelop(ev.ReviewStarted(action=action, node_id=api.node_id), task.id, origin)
+        try:
+            seqs = await api.log.append([started], task.last_seq)
+        except ev.ConcurrencyError:
+            raise Conflict(
+                f"task {task.id[:8]} changed while the {action} was being checked; "
+                "nothing was changed, look at it again"
+            ) from None
+        try:
+            event = await review.in_thread(lambda: act(task, repo))
+        except BaseException as exc:
+            ended = ev.ReviewEnded(action=action, error=_one_line(str(exc)) or type(exc).__name__)
+            await api.log.append([ev.envelop(ended, task.id, origin)], None)
+            raise
         seqs = await api.log.append([ev.envelop(event, task.id, origin)], None)
         await api.feed.wait_for(seqs[-1])
         return await api.feed.run_in_projection(lambda p: q.task_detail(p, task.id))

@@ -34,7 +34,18 @@ def _tree_of(task: TaskState, action: str) -> WorktreeState:
     return tree
 
 
+def check(task: TaskState, action: str) -> None:
+    """Raise the error that refuses `action` ("merge", "discard") on `task` now, if any."""
+    _tree_of(task, action)
+    if task.review is not None:
+        raise Conflict(f"task {task.id[:8]} is already being {task.review}d; wait until it ends")
+
+
 def _repo_of(p: Projection, task: TaskState) -> str:
+    """The repository of the task's worktree, as recorded when it was made; for worktrees
+    recorded before that, the list's dir."""
+    if task.worktree is not None and task.worktree.repo:
+        return task.worktree.repo
     lst = p.list_state(task.list_id)
     if lst is None or not lst.dir:
         raise Invalid(f"the list of task {task.id[:8]} has no git dir")

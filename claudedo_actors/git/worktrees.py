@@ -4,7 +4,9 @@ Every commit ClaudeDo makes is authored and committed by ClaudeDo, with hooks an
 so it never depends on the user's git config. Merge computes the merge commit without touching
 any working tree, then moves the base branch only if it still points where it was read; when the
 base branch is checked out, its working tree is fast-forwarded by git itself, which refuses
-rather than overwrite local changes. Discard keeps the agent's commits under `refs/claudedo/`.
+rather than overwrite local changes. Discard keeps the agent's commits under a ref of its own
+per discard (`refs/claudedo/kept/<task>/<n>`), never overwritten; a task that runs again after
+its folder or worktree went away starts from its branch, or from the work its discard kept.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from pathlib import Path
 from claudedo_actors.git.runner import GitError, git, git_ok, run_git
 from events.errors import Conflict
 
-KEPT_REF_PREFIX = "refs/claudedo/"
+# Kept refs live below `kept/`, so `claudedo/<task>` names only the task's branch: a ref
+# `refs/claudedo/<task>` made it ambiguous to git (refs/<name> and refs/heads/<name>).
+KEPT_REF_PREFIX = "refs/claudedo/kept/"
 
 # git refuses concurrent `worktree add` on one repository (it locks shared files and fails
 # rather than waits): the slots of a node take turns per repository.
@@ -35,8 +39,25 @@ def branch_for(task_id: str) -> str:
     return f"claudedo/{task_id.replace('-', '')}"
 
 
-def kept_ref_for(task_id: str) -> str:
-    return f"{KEPT_REF_PREFIX}{task_id.replace('-', '')}"
+def kept_refs_of(repo: str, task_id: str) -> list[tuple[str, str]]:
+    """(ref, commit) of every discard of the task kept in `repo`, oldest first."""
+    prefix = f"{KEPT_REF_PREFIX}{task_id.replace('-', '')}/"
+    out = git(repo, "for-each-ref", "--format=%(refname) %(objectname)", prefix)
+    refs = [tuple(line.split()) for line in out.splitlines() if line.strip()]
+    return sorted(((r, c) for r, c in refs), key=lambda rc: int(rc[0].rsplit("/", 1)[1]))
+
+
+def keep(repo: str, task_id: str, commit: str) -> str:
+    """A new kept ref pointing at `commit`, numbered after the task's earlier ones; an
+    existing ref is never moved (git creates it only if it does not exist yet)."""
+    taken = kept_refs_of(repo, task_id)
+    number = int(taken[-1][0].rsplit("/", 1)[1]) + 1 if taken else 1
+    for _ in range(100):
+        ref = f"{KEPT_REF_PREFIX}{task_id.replace('-', '')}/{number}"
+        if git_ok(repo, "update-ref", "-m", "claudedo discard", ref, commit, ""):
+            return ref
+        number += 1
+    raise GitError(f"could not keep the work of task {task_id[:8]} under a new ref")
 
 
 @dataclass(frozen=True)
@@ -47,15 +68,37 @@ class NewWorktree:
     base_commit: str
 
 
-def create_worktree(repo: str, path: Path, task_id: str) -> NewWorktree:
-    """A worktree at `path` on the task's branch, made from the repository's current HEAD."""
-    base_commit, base_branch = repo_head(repo)
+def branch_exists(repo: str, branch: str) -> bool:
+    return git_ok(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}")
+
+
+def create_worktree(
+    repo: str,
+    path: Path,
+    task_id: str,
+    restore: str | None = None,
+    base: tuple[str, str | None] | None = None,
+) -> NewWorktree:
+    """A worktree at `path` on the task's branch. When the branch exists (its folder was
+    deleted), it is checked out again with its commits; else it is made at `restore` (the
+    commit a discard kept) or at the repository's current HEAD. `base`: the (commit, branch)
+    the task's work was first made from, kept when the branch or the kept work is reused."""
     branch = branch_for(task_id)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with repo_lock(repo):
+        git(repo, "worktree", "prune")  # forget worktrees whose folders are gone
+        reuse = branch_exists(repo, branch)
+    if reuse or restore is not None:
+        if base is None:
+            raise GitError(f"the base of task {task_id[:8]}'s earlier work is not recorded")
+        base_commit, base_branch = base[0], base[1] or ""
+    else:
+        base_commit, base_branch = repo_head(repo)
+    start = ["-b", branch, str(path), restore or base_commit] if not reuse else [str(path), branch]
     for attempt in range(5):
         try:
             with repo_lock(repo):
-                git(repo, "worktree", "add", "--quiet", "-b", branch, str(path), base_commit)
+                git(repo, "worktree", "add", "--quiet", *start)
             break
         except GitError as exc:
             # Another process (a second node on this machine) held one of git's locks.
@@ -223,8 +266,9 @@ def discard_worktree(
         head = head.strip() or None
     kept: str | None = None
     if head is not None:
-        kept = kept_ref_for(task_id)
-        git(repo, "update-ref", "-m", "claudedo discard", kept, head)
+        kept = keep(repo, task_id, head)
+    elif taken := kept_refs_of(repo, task_id):
+        kept, head = taken[-1]  # an earlier discard that stopped half-way kept it already
     with repo_lock(repo):
         if Path(path).is_dir():
             git(repo, "worktree", "remove", "--force", path)

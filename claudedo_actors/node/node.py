@@ -35,10 +35,12 @@ from claudedo_actors.runner.messages import (
     TaskQueuedSeen,
 )
 from claudedo_actors.runner.queue import QueueActor
+from claudedo_actors.runner.recovery import end_lost_review
 from claudedo_actors.runner.slot import RunnerContext, SlotActor
 from events.errors import ClaudeDoError
 from events.log import STREAM
 from events.replay import replay_batches
+from projections import queries as q
 from projections.store import FORMAT_VERSION, drop_if_out_of_date
 
 log = logging.getLogger("claudedo.node")
@@ -258,10 +260,19 @@ class Node:
             ),
         ).get()
         bridge.call(self._feed.wait_for(facade.last_seq(), timeout_s=600))
+        assert self._api is not None
+        bridge.call(self._api.while_no_review(functools.partial(self._end_own_reviews, facade)))
         self._feed.listeners.append(self._projection_advanced)
         if self.slots:
             facade.watch(ev.event_subject("task", "*", "TaskQueued"), self._task_queued)
         self._queue.tell(ResumeDispatch())
+
+    def _end_own_reviews(self, facade: LogFacade) -> None:
+        """Merges and discards an earlier life of this node began and never ended."""
+        node_id = self.node_id
+        ids = self._projector_proxy().run(lambda p: q.reviews_held_by(p, node_id)).get()
+        for task_id in ids:
+            end_lost_review(facade, task_id, node_id, node_id)
 
     def _task_queued(self, subject: str, seq: int) -> None:
         parsed = ev.parse_event_subject(subject)

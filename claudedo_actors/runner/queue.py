@@ -32,7 +32,7 @@ from claudedo_actors.runner.messages import (
 )
 from claudedo_actors.runner.policy import session_node
 from claudedo_actors.runner.ports import TaskLog
-from claudedo_actors.runner.recovery import settle_orphan
+from claudedo_actors.runner.recovery import end_lost_review, settle_orphan
 from projections import ListState, Projection, TaskState, fold_task
 from projections import queries as q
 
@@ -43,6 +43,7 @@ log = logging.getLogger("claudedo.queue")
 _QueueView = tuple[
     int,
     list[tuple[str, str, bool]],
+    list[tuple[str, str]],
     list[tuple[str, str]],
     list[tuple[TaskState, int, ListState | None]],
 ]
@@ -136,7 +137,7 @@ class QueueActor(pykka.ThreadingActor):
         nodes = self._nodes
         others = self._check_others and nodes is not None and nodes.settled()
         alive = sorted(nodes.alive()) if others and nodes is not None else None
-        checkpoint, held, lost, candidates = (
+        checkpoint, held, lost, lost_reviews, candidates = (
             self._projector().run(functools.partial(self._read_queue, alive=alive)).get()
         )
         self._scanned_to = checkpoint
@@ -146,6 +147,12 @@ class QueueActor(pykka.ThreadingActor):
             # Asked again now: a beat may have arrived since the read.
             if nodes is not None and holder != self.node_id and not nodes.may_be_alive(holder):
                 self._settle(task_id, holder)
+        for task_id, holder in lost_reviews:
+            if nodes is not None and holder != self.node_id and not nodes.may_be_alive(holder):
+                try:
+                    end_lost_review(self._facade, task_id, self.node_id, holder)
+                except Exception as exc:  # NATS away: the next scan tries again
+                    log.warning("could not end the lost review of %s: %s", task_id[:8], exc)
         for task_id, _status, cancel_requested in held:
             slot = self._running.get(task_id)
             if slot is None:
@@ -162,6 +169,7 @@ class QueueActor(pykka.ThreadingActor):
     def _read_queue(self, p: Projection, alive: list[str] | None) -> _QueueView:
         held = q.tasks_held_by(p, self.node_id)
         lost = q.tasks_held_by_others(p, alive) if alive is not None else []
+        lost_reviews = q.reviews_held_by_others(p, alive) if alive is not None else []
         candidates: list[tuple[TaskState, int, ListState | None]] = []
         page, offset = len(self._free) + 8, 0
         while len(candidates) < len(self._free):
@@ -179,7 +187,7 @@ class QueueActor(pykka.ThreadingActor):
             if len(ids) < page:
                 break
             offset, page = offset + page, min(page * 4, 4096)
-        return p.checkpoint, held, lost, candidates
+        return p.checkpoint, held, lost, lost_reviews, candidates
 
     def _reserved(self, task: TaskState) -> bool:
         """Left to the node that keeps the session its next run resumes, while that node may

@@ -63,3 +63,24 @@ def settle_orphan(
     whose = "this node" if holder == node_id else f"lost node {holder}"
     log.warning("task %s was held by %s without a slot: %s", task_id[:8], whose, outcome)
     return outcome
+
+
+REVIEW_LOST = "node {node} stopped during the {action}; run it again to finish it"
+
+
+def end_lost_review(facade: TaskLog, task_id: str, node_id: str, holder: str) -> bool:
+    """End a merge or discard that `holder` began and can no longer finish (it stopped):
+    ReviewEnded, guarded, so that the task can be reviewed, queued or continued again. A
+    merge or discard run again finds what git already did (both are idempotent)."""
+    state, last = facade.load_task(task_id, leader=True)
+    if state is None or state.review is None or state.review_node != holder:
+        return False
+    error = REVIEW_LOST.format(node=holder, action=state.review)
+    origin = ev.Origin(node_id=node_id, correlation_id=ev.new_event_id(), actor=f"node:{node_id}")
+    env = ev.envelop(ev.ReviewEnded(action=state.review, error=error), task_id, origin)
+    try:
+        facade.append([env], last)
+    except ev.ConcurrencyError:
+        return False  # it moved: the next scan looks again
+    log.warning("task %s: %s", task_id[:8], error)
+    return True

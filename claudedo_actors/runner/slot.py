@@ -202,15 +202,23 @@ class SlotActor(pykka.ThreadingActor):
         self._carry_out(job)
 
     def _workdir(self, job: _Job, lst: ListState) -> list[ev.Event]:
-        """The task's worktree (or sandbox): reused when it exists, made otherwise."""
+        """The task's worktree (or sandbox): reused when it exists, made otherwise. A worktree
+        made again starts from the task's earlier work: its branch when only the folder went
+        away, the commit its discard kept after a discard."""
         task = job.task
         existing = task.worktree
         if existing is not None and existing.status != "discarded" and Path(existing.path).is_dir():
             job.workdir, job.kind = existing.path, existing.kind
             return []
         if lst.dir:
+            repo, restore, base = str(Path(lst.dir).resolve()), None, None
+            if existing is not None and existing.kind == "worktree" and existing.base_commit:
+                repo = existing.repo or repo
+                base = (existing.base_commit, existing.base_branch)
+                if existing.status == "discarded":
+                    restore = existing.kept_ref
             path = self.ctx.home.worktrees_dir / task.id
-            made = wt.create_worktree(lst.dir, path, task.id)
+            made = wt.create_worktree(repo, path, task.id, restore=restore, base=base)
             job.workdir, job.kind = made.path, "worktree"
             return [
                 ev.WorktreeCreated(
@@ -218,7 +226,7 @@ class SlotActor(pykka.ThreadingActor):
                     branch=made.branch,
                     base_branch=made.base_branch,
                     base_commit=made.base_commit,
-                    repo=str(Path(lst.dir).resolve()),
+                    repo=repo,
                 )
             ]
         path = self.ctx.home.sandboxes_dir / task.id

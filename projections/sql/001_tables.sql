@@ -55,7 +55,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     started_at TIMESTAMPTZ,
     finished_at TIMESTAMPTZ,
     last_seq BIGINT NOT NULL,
-    runs_before_attempt INTEGER NOT NULL
+    runs_before_attempt INTEGER NOT NULL,
+    review VARCHAR,                   -- 'merge' or 'discard' under way
+    review_node VARCHAR
 );
 
 CREATE TABLE IF NOT EXISTS subtasks (
