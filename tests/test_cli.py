@@ -413,3 +413,59 @@ def test_concurrent_list_commands_all_succeed(node: NodeProcess, git_repo: Path)
         names = list(pool.map(add, range(24)))
     assert sorted(names) == sorted(f"l{i}" for i in range(24))
     assert len(node.ok("list", "ls")) == 24
+
+
+def test_user_text_is_shown_literally_in_every_human_view(node: NodeProcess) -> None:
+    url = json.loads((node.home / "node.json").read_text())["nats_url"]
+    name, title, error = "[red]L[/red]", "[bold]T[/bold] :smile: \x1b[31mred", "[red]oops\x07"
+    lst = node.ok("list", "add", name)
+    task = node.ok("task", "add", lst["id"], title, "-d", "[i]d[/i]", "--subtask", "[u]s[/u]")
+    origin = ev.Origin(node_id="[b]n[/b]", correlation_id="c", actor="[b]a[/b]")
+
+    def publish(*events: ev.Event) -> None:
+        """Events of a run as a node would record them, with the agent's text in them."""
+
+        async def run() -> None:
+            nc = await nats.connect(url)
+            for e in events:
+                env = ev.envelop(e, task["id"], origin)
+                await nc.jetstream().publish(env.subject, ev.encode(env))
+            await nc.close()
+
+        asyncio.run(run())
+
+    publish(
+        ev.TaskQueued(),
+        ev.TaskClaimed(node_id="[b]n[/b]", slot=0),
+        ev.TaskStarted(node_id="[b]n[/b]", slot=0, workdir="/w"),
+        ev.RunStarted(run_number=1, node_id="[b]n[/b]", slot=0, workdir="/w", prompt="p"),
+        ev.RunFinished(run_number=1, success=False, cause="[red]c[/red]", error=error),
+    )
+    wait_until(lambda: node.ok("runs", task["id"])[0]["finished_at"], what="the run projected")
+    views = {"watch": node.cli("watch", "--once"), "runs": node.cli("runs", task["id"])}
+    publish(ev.TaskFailed(error=error, cause="[red]c[/red]"))
+    wait_until(lambda: node.ok("task", "show", task["id"])["error"], what="the failure")
+    views |= {
+        "list ls": node.cli("list", "ls"),
+        "task show": node.cli("task", "show", task["id"]),
+        "tasks": node.cli("tasks"),
+        "audit": node.cli("audit", task["id"]),
+        "sql": node.cli("sql", "select title, '[red]s[/red]' as '[b]c[/b]' from tasks"),
+    }
+    for view, res in views.items():
+        assert res.code == 0 and "\x1b" not in res.out and "\x07" not in res.out, (view, res.err)
+        assert "😄" not in res.out, view
+    assert name in views["list ls"].out
+    shown = views["task show"].out
+    assert "[bold]T[/bold] :smile: \\x1b[31mred" in shown
+    for text in ("[i]d[/i]", "[u]s[/u]", "[red]c[/red]", "[red]oops\\x07"):
+        assert text in shown, text
+    assert "[bold]T[/bold]" in views["tasks"].out
+    assert "[red]c[/red]: [red]oops\\x07" in views["runs"].out
+    assert "[b]a[/b]" in views["audit"].out and "[b]n[/b]" in views["audit"].out
+    assert "[b]n[/b]" in views["watch"].out and "[bold]T[/bold]" in views["watch"].out
+    assert "[red]s[/red]" in views["sql"].out and "[b]c[/b]" in views["sql"].out
+    res = node.cli("task", "add", "[red]nolist[/red]", "T")
+    assert res.code == 1 and res.err == "error: list [red]nolist[/red] not found\n"
+    res = node.cli("task", "show", "\x1b[2J")
+    assert res.code == 1 and "\x1b" not in res.err and "\\x1b[2j" in res.err

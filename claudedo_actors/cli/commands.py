@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from claudedo_actors.api import verbs as rq
+from claudedo_actors.cli.literal import plain
 from events._base import Positive, Seconds
 from events.errors import ClaudeDoError
 
@@ -458,9 +459,7 @@ def watch(once: bool, interval: float, home: Path | None, as_json: bool) -> None
     if once or as_json:
         _emit(_request(home, "board", {}), as_json, "board")
         return
-    from rich.live import Live
-
-    with Live(render.board_table(_request(home, "board", {})), auto_refresh=False) as live:
+    with render.live(render.board_table(_request(home, "board", {}))) as live:
         while True:
             time.sleep(interval)  # the refresh period of a live display
             live.update(render.board_table(_request(home, "board", {})), refresh=True)
@@ -628,10 +627,10 @@ def main(argv: list[str] | None = None) -> int:
         if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:  # type: ignore[attr-defined]
             sys.stdout.write(exc.ctx.get_help() + "\n")  # type: ignore[attr-defined]
             return 0
-        sys.stderr.write(f"error: {' '.join(exc.format_message().split())}\n")
+        sys.stderr.write(f"error: {plain(' '.join(exc.format_message().split()))}\n")
         return exc.exit_code or 2
     except ClaudeDoError as exc:
-        sys.stderr.write(f"error: {' '.join(exc.message.split())}\n")
+        sys.stderr.write(f"error: {plain(' '.join(exc.message.split()))}\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
@@ -641,7 +640,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("CLAUDEDO_DEBUG"):
             raise
-        sys.stderr.write(f"error: unexpected {type(exc).__name__}: {exc}\n")
+        sys.stderr.write(
+            f"error: unexpected {type(exc).__name__}: {plain(' '.join(str(exc).split()))}\n"
+        )
         return 1
 
 
