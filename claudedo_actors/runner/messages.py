@@ -61,6 +61,10 @@ class Assign(msgspec.Struct, frozen=True):
     claim: Claim
 
 
+class Holding(msgspec.Struct, frozen=True):
+    """Asked (`ask`) by a queue that starts: the id of the task the slot runs, or None."""
+
+
 class CancelTask(msgspec.Struct, frozen=True):
     task_id: str
 

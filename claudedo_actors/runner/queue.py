@@ -19,10 +19,12 @@ from typing import Any, Protocol
 import pykka
 
 import events as ev
+from claudedo_actors.runner import faults
 from claudedo_actors.runner.messages import (
     Assign,
     CancelTask,
     Claim,
+    Holding,
     NodesChanged,
     ProjectionAdvanced,
     ResumeDispatch,
@@ -87,6 +89,28 @@ class QueueActor(pykka.ThreadingActor):
         self._waiting: dict[str, None] = {}
         self._scanned_to = -1
         self._paused = True
+        # Slots that did not say what they run (busy past the question's deadline): until
+        # they do, no task held by this node is taken for an orphan.
+        self._unknown: set[int] = set()
+
+    def on_start(self) -> None:
+        """Learn what this node's slots run before acting: a queue restarted by the
+        supervisor must never take a live run of its own node for an orphan."""
+        asked = [(n, ref.ask(Holding(), block=False)) for n, ref in enumerate(self._slots)]
+        for number, future in asked:
+            try:
+                task_id = future.get(timeout=30)
+            except pykka.ActorDeadError:
+                continue  # a slot being replaced: it comes back free (SlotReplaced)
+            except pykka.Timeout:
+                self._unknown.add(number)
+                self._free.remove(number)
+                continue
+            if task_id is not None:
+                self._free.remove(number)
+                self._running[task_id] = number
+        if self._running or self._unknown:
+            log.info("queue started with %d slot(s) busy", len(self._running) + len(self._unknown))
 
     # --- messages ------------------------------------------------------------------------
 
@@ -118,6 +142,7 @@ class QueueActor(pykka.ThreadingActor):
         self._on_crash(f"{exc_type.__name__}: {exc_value}")
 
     def _slot_free(self, number: int) -> None:
+        self._unknown.discard(number)
         for task_id, slot in list(self._running.items()):
             if slot == number:
                 del self._running[task_id]
@@ -134,6 +159,8 @@ class QueueActor(pykka.ThreadingActor):
     def _scan(self) -> None:
         if self._paused:
             return
+        if self._running:
+            faults.at("queue.scan_while_running")
         nodes = self._nodes
         others = self._check_others and nodes is not None and nodes.settled()
         alive = sorted(nodes.alive()) if others and nodes is not None else None
@@ -155,6 +182,8 @@ class QueueActor(pykka.ThreadingActor):
                     log.warning("could not end the lost review of %s: %s", task_id[:8], exc)
         for task_id, _status, cancel_requested in held:
             slot = self._running.get(task_id)
+            if slot is None and self._unknown:
+                continue  # it may be the task of a slot that has not said yet
             if slot is None:
                 # Held by this node but run by no slot: an earlier life of the node crashed,
                 # or a claim's reply was lost. Settled from the log, never left running.

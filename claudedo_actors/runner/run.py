@@ -15,6 +15,7 @@ import events as ev
 from claudedo_actors.agent.process import AgentProcess, kill_run
 from claudedo_actors.agent.run_output import RunOutput
 from claudedo_actors.agent.stream_json import RunOutcome, SessionInfo, StreamJsonReader
+from claudedo_actors.runner import faults
 from claudedo_actors.runner.messages import (
     CancelRun,
     ProcessExited,
@@ -156,6 +157,7 @@ class RunActor(pykka.ThreadingActor):
     # --- internals -----------------------------------------------------------------------
 
     def _session_opened(self, info: SessionInfo) -> None:
+        faults.at("run.session_opened")
         try:
             self._writer.append(
                 ev.RunSessionOpened(

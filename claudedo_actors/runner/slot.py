@@ -21,12 +21,13 @@ from claudedo_actors.agent import command as ac
 from claudedo_actors.agent.run_output import log_path
 from claudedo_actors.agent.stream_json import RunOutcome
 from claudedo_actors.git import worktrees as wt
-from claudedo_actors.runner import policy
+from claudedo_actors.runner import faults, policy
 from claudedo_actors.runner.messages import (
     Assign,
     CancelRun,
     CancelTask,
     Claim,
+    Holding,
     RunEnded,
     StopForShutdown,
 )
@@ -88,6 +89,8 @@ class SlotActor(pykka.ThreadingActor):
                 self._assign(claim)
             case CancelTask(task_id=task_id):
                 self._cancel(task_id)
+            case Holding():
+                return self._job.task.id if self._job is not None else None
             case RunEnded(run_number=number, outcome=outcome):
                 self._run_ended(number, outcome)
             case _:
@@ -276,6 +279,7 @@ class SlotActor(pykka.ThreadingActor):
             ),
         )
         job.run_open = True
+        faults.at("slot.run_started")
         spec = RunSpec(
             task_id=task.id,
             run_number=job.run_number,
@@ -297,6 +301,8 @@ class SlotActor(pykka.ThreadingActor):
 
     def _after_run(self, job: _Job, outcome: RunOutcome) -> None:
         job.writer.append(self._finished(job, outcome))
+        faults.at("node.after_run_finished")
+        faults.at(f"node.after_run_finished.{job.run_number}")
         if outcome.cause == "cancelled":
             job.cancelled = True
         self._carry_out(job)
