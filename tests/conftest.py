@@ -72,10 +72,22 @@ class JetStreamEnv:
         await self._drop_stream()
 
     async def _drop_stream(self) -> None:
+        """Delete the event stream, and make sure it is gone: a delete that timed out on a
+        busy machine left the last test's events for the next one."""
+        from nats.js.errors import NotFoundError
+
         from events.log import STREAM
 
-        with contextlib.suppress(Exception):
-            await self.js.delete_stream(STREAM)
+        for _ in range(50):
+            with contextlib.suppress(Exception):
+                await self.js.delete_stream(STREAM)
+            try:
+                await self.js.stream_info(STREAM)
+            except NotFoundError:
+                return
+            except Exception:
+                pass  # the server did not answer in time: ask again
+        raise AssertionError(f"stream {STREAM} could not be deleted")
 
     async def close(self) -> None:
         await self._drop_stream()

@@ -11,7 +11,7 @@ import msgspec
 
 import events as ev
 from claudedo_actors.agent.run_output import END_HEADER, LINE_HEADER, PART_HEADER
-from events.log import OUTPUT_STREAM
+from events.log import OUTPUT_STREAM, STREAM
 
 
 async def follow_output(
@@ -21,7 +21,9 @@ async def follow_output(
     on_line: Callable[[bytes], None],
     idle_timeout_s: float | None = None,
 ) -> bool:
-    """Deliver the run's lines from its first; returns True once its end marker was seen.
+    """Deliver the run's lines from its first; returns True once the run is over: its end
+    marker was seen, or its RunFinished is in the log (a run settled by recovery after its
+    node died has no end marker) and every line published before it was delivered.
 
     With `idle_timeout_s`, stops after that long without a message (a finished run whose
     messages aged out of the stream, or a snapshot of a running one).
@@ -31,17 +33,35 @@ async def follow_output(
     nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=3)
     try:
         js = nc.jetstream()
-        sub = await js.subscribe(
-            ev.output_subject(task_id, run_number), stream=OUTPUT_STREAM, ordered_consumer=True
-        )
+        inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+        async def line_seen(msg: Any) -> None:
+            await inbox.put(("line", msg))
+
+        async def event_seen(msg: Any) -> None:
+            await inbox.put(("event", msg))
+
+        subject = ev.output_subject(task_id, run_number)
+        await js.subscribe(subject, stream=OUTPUT_STREAM, ordered_consumer=True, cb=line_seen)
+        await js.subscribe(
+            ev.event_subject("task", task_id, "RunFinished"),
+            stream=STREAM, ordered_consumer=True, cb=event_seen,
+        )  # fmt: skip
         parts: list[bytes] = []
-        while True:
+        delivered = 0  # stream sequence of the last output message handled
+        last_before_end: int | None = None  # set once the run is known finished
+        while last_before_end is None or delivered < last_before_end:
             try:
-                msg = await sub.next_msg(timeout=idle_timeout_s or 3600)
+                kind, msg = await asyncio.wait_for(inbox.get(), idle_timeout_s or 3600)
             except TimeoutError:
                 if idle_timeout_s is not None:
                     return False
                 continue
+            if kind == "event":
+                if _finishes(msg.data, run_number):
+                    last_before_end = await _last_seq(js, subject)
+                continue
+            delivered = msg.metadata.sequence.stream
             headers = msg.headers or {}
             if END_HEADER in headers:
                 return True
@@ -54,9 +74,28 @@ async def follow_output(
                     parts = []
             elif LINE_HEADER in headers:
                 on_line(msg.data)
+        return True
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.close(), 2)
+
+
+def _finishes(data: bytes, run_number: int) -> bool:
+    """Whether an event message is the RunFinished of run `run_number`."""
+    try:
+        env = ev.decode(data)
+    except ev.DecodeError:
+        return False
+    return isinstance(env.event, ev.RunFinished) and env.event.run_number == run_number
+
+
+async def _last_seq(js: Any, subject: str) -> int:
+    """The stream sequence of the subject's last output message (0: none)."""
+    try:
+        msg = await js.get_last_msg(OUTPUT_STREAM, subject)
+    except Exception:
+        return 0
+    return int(msg.seq)
 
 
 async def last_lines(js: Any, subjects: list[str]) -> dict[str, bytes | None]:

@@ -5,11 +5,17 @@ group leaves them running (measured with 2.1.197). Every process of a run theref
 CLAUDEDO_RUN_ID in its environment (children inherit it), and stopping a run ends with a sweep
 that kills every process still carrying that mark, wherever it was reparented. Stopping
 interrupts first (SIGINT makes the CLI stop its tools and print a result), then escalates.
+
+An agent never outlives its node for long: on Linux the kernel sends it SIGTERM when the node
+dies (kill -9 included; Claude Code then stops its tools), and every process also carries
+CLAUDEDO_NODE_ID, by which the node's next start kills whatever of its runs is still alive,
+whoever settled their tasks since.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -18,10 +24,24 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 RUN_MARK = "CLAUDEDO_RUN_ID"
+NODE_MARK = "CLAUDEDO_NODE_ID"
+_PR_SET_PDEATHSIG = 1
+_prctl: Any = None
+with contextlib.suppress(OSError, AttributeError):  # resolved here: the child only calls it
+    _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+
+
+def _die_with_node() -> None:
+    """In the child before exec: SIGTERM when the node's thread that started it ends."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 _STDERR_TAIL_BYTES = 16_384
 
 
@@ -56,9 +76,31 @@ def _carries(proc: psutil.Process, mark: bytes) -> bool:
     return block.startswith(mark + b"\0") or b"\0" + mark + b"\0" in block
 
 
+def processes_of_node(node_id: str) -> list[psutil.Process]:
+    """Every live process of any run the node started (never the caller itself)."""
+    mark = f"{NODE_MARK}={node_id}".encode()
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            mine = proc.pid != os.getpid() and _carries(proc, mark)
+            if mine and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+    return found
+
+
+def kill_node_processes(node_id: str) -> int:
+    """SIGKILL what is left of the node's runs (at its start: none of them can be live)."""
+    return _kill(processes_of_node(node_id))
+
+
 def kill_run(run_id: str) -> int:
     """SIGKILL every process of the run (and its process group); returns how many were alive."""
-    victims = processes_of_run(run_id)
+    return _kill(processes_of_run(run_id))
+
+
+def _kill(victims: list[psutil.Process]) -> int:
     for proc in victims:
         with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
             os.killpg(os.getpgid(proc.pid), signal.SIGKILL)
@@ -79,6 +121,7 @@ class AgentProcess:
         prompt: str,
         run_id: str,
         on_line: Callable[[bytes], None],
+        node_id: str = "",
     ) -> None:
         self.run_id = run_id
         self._on_line = on_line
@@ -87,11 +130,12 @@ class AgentProcess:
         self.proc = subprocess.Popen(
             list(argv),
             cwd=cwd,
-            env={**env, RUN_MARK: run_id},
+            env={**env, RUN_MARK: run_id, NODE_MARK: node_id},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # its own process group: signals reach all of it at once
+            preexec_fn=_die_with_node,
         )
         self.started_at = psutil.Process(self.proc.pid).create_time()
         self._out = threading.Thread(target=self._read_stdout, daemon=True, name="agent-out")

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pykka
 
 import events as ev
+from claudedo_actors.agent.process import kill_node_processes
 from claudedo_actors.api.handlers import Api
 from claudedo_actors.node.bridge import NatsBridge
 from claudedo_actors.node.embedded_nats import EmbeddedNats
@@ -211,6 +212,9 @@ class Node:
             self._read_log,
         )
         bridge.call(self._api.start())
+        killed = kill_node_processes(self.node_id)
+        if killed:
+            log.warning("killed %d process(es) left by runs of an earlier life", killed)
         self._start_runner(bridge)
         NodeAddress(self.node_id, url, os.getpid()).write(self.home)
         log.info(

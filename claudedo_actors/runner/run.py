@@ -41,6 +41,7 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
     prompt: str
     log_path: str
     timeout_s: float | None = None
+    node_id: str = ""  # marks every process of the run (agent/process.py NODE_MARK)
 
 
 def run_mark(task_id: str, run_number: int) -> str:
@@ -102,6 +103,7 @@ class RunActor(pykka.ThreadingActor):
                 spec.prompt,
                 run_mark(spec.task_id, spec.run_number),
                 self._line,
+                spec.node_id,
             )
         except OSError as exc:
             error = f"Cannot start {spec.argv[0]}: {exc.strerror or exc}"

@@ -288,6 +288,7 @@ class SlotActor(pykka.ThreadingActor):
             prompt=step.prompt,
             log_path=str(path),
             timeout_s=config.timeout_s,
+            node_id=self.ctx.node_id,
         )
         me = self.actor_ref
         job.run_ref = RunActor.start(
