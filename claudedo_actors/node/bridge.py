@@ -7,7 +7,8 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import nats
@@ -27,6 +28,9 @@ class NatsBridge:
         self._thread = threading.Thread(target=self._run, name="nats-bridge", daemon=True)
         self.nc: Client | None = None
         self.log: EventLog | None = None
+        # When the connection was lost (None: connected), and who to tell it came back.
+        self.disconnected_since: float | None = None
+        self.on_reconnected: list[Callable[[], None]] = []
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -54,8 +58,29 @@ class NatsBridge:
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             error_cb=_log_error,
+            disconnected_cb=self._disconnected,
+            reconnected_cb=self._reconnected,
         )
         self.log = EventLog(self.nc.jetstream())
+
+    @property
+    def connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    async def _disconnected(self) -> None:
+        if self.disconnected_since is None:
+            self.disconnected_since = time.time()
+            log.warning("lost the connection to NATS: no new runs until it is back")
+
+    async def _reconnected(self) -> None:
+        since, self.disconnected_since = self.disconnected_since, None
+        away = f" after {time.time() - since:.1f} s" if since is not None else ""
+        log.warning("reconnected to NATS%s", away)
+        for listener in self.on_reconnected:
+            try:
+                listener()
+            except Exception:
+                log.exception("reconnect listener failed")
 
     def call(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
         """Run `coro` on the loop and wait for its result (from any thread but the loop's)."""

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from pathlib import Path
 
@@ -92,7 +93,11 @@ def _wait_gone(proc: psutil.Process, timeout_s: float) -> bool:
 
 
 class EmbeddedNats:
-    """A nats-server with JetStream on a free loopback port, its store in the home folder."""
+    """A nats-server with JetStream on a free loopback port, its store in the home folder.
+
+    `watch()` keeps it up: should it die (kill -9, the OOM killer), it is started again on the
+    same port and store, and the node's connection reconnects by itself.
+    """
 
     def __init__(self, store_dir: Path, pid_file: Path, server_name: str) -> None:
         self.store_dir = store_dir
@@ -100,43 +105,84 @@ class EmbeddedNats:
         self.server_name = server_name
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.port = 0
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     def start(self, timeout_s: float = 20.0) -> str:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         kill_stale(self.pid_file, self.store_dir)
-        binary = find_nats_server()
         last_error = ""
         for _ in range(3):
             port = free_port()
-            argv = [
-                binary,
-                "--jetstream",
-                "--store_dir",
-                str(self.store_dir),
-                "--addr",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--pid",
-                str(self.pid_file),
-                "--server_name",
-                self.server_name,
-            ]
-            log_path = self.store_dir / "nats-server.log"
-            with open(log_path, "ab") as out:
-                self.proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=out,
-                    preexec_fn=_die_with_parent,
-                )
-            if self._wait_ready(port, timeout_s):
-                self.url = f"nats://127.0.0.1:{port}"
+            last_error = self._spawn(port, timeout_s)
+            if not last_error:
                 return self.url
-            last_error = _tail(log_path)
-            self.stop()
         raise ClaudeDoError(f"nats-server did not start: {last_error}", code="nats_failed")
+
+    def watch(self) -> None:
+        """Start the server again whenever it exits without being stopped."""
+        self._watcher = threading.Thread(target=self._keep_up, name="nats-watch", daemon=True)
+        self._watcher.start()
+
+    def _keep_up(self) -> None:
+        # This thread also starts the new server: the kernel's death signal (PDEATHSIG) is
+        # tied to the thread that started a child, and this one lives as long as the node.
+        pause_s = 0.1
+        while not self._stopping.is_set():
+            proc = self.proc
+            if proc is None:
+                return
+            code = proc.wait()
+            if self._stopping.is_set():
+                return
+            log.error("embedded nats-server exited (%s); starting it again", code)
+            while not self._stopping.is_set():
+                error = self._spawn(self.port, 20.0)
+                if not error:
+                    self.restarts += 1
+                    log.warning("embedded nats-server is back on %s", self.url)
+                    pause_s = 0.1
+                    break
+                log.error("nats-server did not start again: %s", error)
+                self._stopping.wait(pause_s)  # backoff between starts, cut short by stop()
+                pause_s = min(pause_s * 2, 5.0)
+
+    def _spawn(self, port: int, timeout_s: float) -> str:
+        """Start the server on `port`; "" once it answers, else why it did not."""
+        binary = find_nats_server()
+        argv = [
+            binary,
+            "--jetstream",
+            "--store_dir",
+            str(self.store_dir),
+            "--addr",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--pid",
+            str(self.pid_file),
+            "--server_name",
+            self.server_name,
+        ]
+        log_path = self.store_dir / "nats-server.log"
+        with open(log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                preexec_fn=_die_with_parent,
+            )
+        if self._wait_ready(port, timeout_s):
+            self.url, self.port = f"nats://127.0.0.1:{port}", port
+            return ""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        return _tail(log_path)
 
     def _wait_ready(self, port: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -154,6 +200,7 @@ class EmbeddedNats:
         return False
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        self._stopping.set()
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return

@@ -61,6 +61,10 @@ class Home:
     def logs_dir(self) -> Path:
         return self.root / "logs"
 
+    @property
+    def spool_dir(self) -> Path:
+        return self.root / "spool"
+
     def node_id(self) -> str:
         """Stable per home: made once, then read back on every start."""
         path = self.node_id_file

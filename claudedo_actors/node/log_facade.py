@@ -20,6 +20,9 @@ log = logging.getLogger("claudedo.facade")
 
 # (subject, payload, headers) of one output message.
 _OutMsg = tuple[str, bytes, dict[str, str]]
+# Live output waiting for NATS, at most: past it, new lines are not published live (the
+# run's NDJSON file keeps every line) and the agent is never held up.
+OUTPUT_BUFFER_BYTES = 64 * 1024 * 1024
 
 
 class LogFacade:
@@ -31,7 +34,14 @@ class LogFacade:
         self._log = bridge.log
         self._nc = bridge.nc
         self._out: asyncio.Queue[_OutMsg] | None = None
+        self._out_bytes = 0  # payload bytes queued (touched on the loop only)
+        self.output_dropped = 0  # lines not published live because the buffer was full
+        self.closing = False  # set by the node as it stops
         self._out_task: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._bridge.connected
 
     @property
     def max_payload(self) -> int:
@@ -100,15 +110,32 @@ class LogFacade:
         self._bridge.call(start())
 
     def publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
-        """Queue one output message; it is published in order by the loop."""
+        """Queue one output message; it is published in order by the loop. Never blocks:
+        past OUTPUT_BUFFER_BYTES waiting, the message is dropped (and counted)."""
+        if self._out is not None:
+            self._bridge.loop.call_soon_threadsafe(self._enqueue, (subject, payload, headers))
+
+    def _enqueue(self, msg: _OutMsg) -> None:
         out = self._out
-        if out is not None:
-            self._bridge.loop.call_soon_threadsafe(out.put_nowait, (subject, payload, headers))
+        if out is None:
+            return
+        if self._out_bytes + len(msg[1]) > OUTPUT_BUFFER_BYTES:
+            if not self.output_dropped % 1000:
+                log.warning(
+                    "live output buffer full (NATS slow or away): lines go to the run logs "
+                    "only (%d dropped so far)",
+                    self.output_dropped + 1,
+                )
+            self.output_dropped += 1
+            return
+        self._out_bytes += len(msg[1])
+        out.put_nowait(msg)
 
     async def _publish_output(self) -> None:
         assert self._out is not None
         while True:
             subject, payload, headers = await self._out.get()
+            self._out_bytes -= len(payload)
             try:
                 # Plain publish: the output stream stores it; the NDJSON file is the record.
                 await self._nc.publish(subject, payload, headers=headers)

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -38,6 +39,7 @@ from claudedo_actors.runner.messages import (
 from claudedo_actors.runner.queue import QueueActor
 from claudedo_actors.runner.recovery import end_lost_review
 from claudedo_actors.runner.slot import RunnerContext, SlotActor
+from claudedo_actors.runner.spool import Spool, replay
 from events.errors import ClaudeDoError
 from events.log import STREAM
 from events.replay import replay_batches
@@ -166,6 +168,7 @@ class Node:
         if url is None:
             self._nats = EmbeddedNats(self.home.nats_dir, self.home.nats_pid_file, self.node_id)
             url = self._nats.start()
+            self._nats.watch()
             log.info("embedded nats-server on %s (store %s)", url, self.home.nats_dir)
         self.nats_url = url
         bridge = self._bridge = NatsBridge()
@@ -230,12 +233,17 @@ class Node:
         """Slots, then the queue; the queue starts once the projection holds the whole log."""
         assert self._supervisor is not None and self._feed is not None
         facade = self._facade = LogFacade(bridge)
+        try:  # before anything is settled: the spooled outcome of a run is the truth
+            replay(Spool(self.home.spool_dir), facade)
+        except Exception as exc:
+            log.error("spooled appends not appended yet (kept for the next start): %s", exc)
         facade.start_output()
         assert bridge.nc is not None
         presence = self._presence = Presence(
             bridge.nc, self.node_id, self.slots, self._nodes_changed, self.beat_s
         )
         bridge.call(presence.start(), timeout_s=30)
+        bridge.on_reconnected.append(self._nats_back)
         supervisor = self._supervisor.proxy()
         ctx = RunnerContext(
             node_id=self.node_id,
@@ -270,6 +278,12 @@ class Node:
         if self.slots:
             facade.watch(ev.event_subject("task", "*", "TaskQueued"), self._task_queued)
         self._queue.tell(ResumeDispatch())
+
+    def _nats_back(self) -> None:
+        """NATS is reachable again: the queue looks for work it could not claim meanwhile."""
+        if self._queue is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                self._queue.tell(ResumeDispatch())
 
     def _end_own_reviews(self, facade: LogFacade) -> None:
         """Merges and discards an earlier life of this node began and never ended."""
@@ -323,6 +337,18 @@ class Node:
             "home": str(self.home.root),
             "pid": os.getpid(),
             "nodes": self._presence.nodes() if self._presence is not None else [],
+            **self._nats_health(),
+        }
+
+    def _nats_health(self) -> dict[str, Any]:
+        """Whether the node reaches NATS (it starts no runs while it does not)."""
+        bridge, since = self._bridge, None
+        if bridge is not None and bridge.disconnected_since is not None:
+            since = round(time.time() - bridge.disconnected_since, 1)
+        return {
+            "nats_connected": bridge is not None and bridge.connected,
+            "nats_unreachable_for_s": since,
+            "nats_restarts": self._nats.restarts if self._nats is not None else 0,
         }
 
     def _projector_proxy(self) -> Any:
@@ -346,6 +372,8 @@ class Node:
         return checkpoint
 
     def stop(self) -> None:
+        if self._facade is not None:
+            self._facade.closing = True
         bridge = self._bridge
         if bridge is not None:
             if self._api is not None:

@@ -24,6 +24,16 @@ class TaskLog(Protocol):
     @property
     def max_payload(self) -> int: ...
 
+    @property
+    def closing(self) -> bool:
+        """Whether the node is stopping (writers stop waiting for an unreachable log)."""
+        ...
+
+    @property
+    def connected(self) -> bool:
+        """Whether NATS is reachable now (no new runs start while it is not)."""
+        ...
+
     def append(
         self, envelopes: Sequence[ev.Envelope], expected_seq: int | None, guard: str | None = None
     ) -> list[int]: ...
@@ -50,3 +60,6 @@ class Folders(Protocol):
 
     @property
     def logs_dir(self) -> Path: ...
+
+    @property
+    def spool_dir(self) -> Path: ...

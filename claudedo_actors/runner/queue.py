@@ -277,6 +277,8 @@ class QueueActor(pykka.ThreadingActor):
             log.exception("could not settle task %s; will try again", task_id[:8])
 
     def _claim(self, task: TaskState, last_seq: int, lst: ListState | None) -> bool:
+        if not self._facade.connected:
+            return False  # no new runs while NATS is away; told again when it is back
         slot = self._free[0]
         correlation_id = ev.new_event_id()
         origin = ev.Origin(

@@ -33,6 +33,7 @@ from claudedo_actors.runner.messages import (
 )
 from claudedo_actors.runner.ports import Folders, TaskLog
 from claudedo_actors.runner.run import RunActor, RunSpec, outcome_without_result
+from claudedo_actors.runner.spool import Spool
 from claudedo_actors.runner.task_writer import CancelSeen, LostTask, TaskWriter
 from events.errors import ClaudeDoError
 from projections import ListState, TaskState
@@ -111,6 +112,7 @@ class SlotActor(pykka.ThreadingActor):
             claim.claim_seq,
             claim.correlation_id,
             on_cancel=lambda: me.tell(CancelTask(task_id)),
+            spool=Spool(self.ctx.home.spool_dir),
         )
         job = self._job = _Job(claim, writer)
         try:

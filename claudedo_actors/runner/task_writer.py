@@ -12,21 +12,28 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import events as ev
 from claudedo_actors.runner.ports import TaskLog
+from claudedo_actors.runner.spool import Spool
 from events.errors import ClaudeDoError
 from projections import TaskState, fold_task
 
 log = logging.getLogger("claudedo.writer")
-
-_RETRY_FOR_S = 120.0
 
 
 class LostTask(ClaudeDoError):
     """The task is no longer this node's to write (requeued or settled by someone else)."""
 
     code = "lost_task"
+
+
+class Spooled(LostTask):
+    """The node stops while the log is unreachable: the append waits on disk (spool.py) for
+    the node's next start."""
+
+    code = "spooled"
 
 
 class CancelSeen(Exception):
@@ -45,6 +52,7 @@ class TaskWriter:
         expected_seq: int,
         correlation_id: str,
         on_cancel: Callable[[], None],
+        spool: Spool | None = None,
     ) -> None:
         """`state`: the task as of `expected_seq` (the claim); kept folded with every
         append, and read again from the log after a conflict."""
@@ -58,35 +66,52 @@ class TaskWriter:
             node_id=node_id, correlation_id=correlation_id, actor=f"node:{node_id}"
         )
         self._on_cancel = on_cancel
+        self._spool = spool
         self._lock = threading.Lock()
 
     def append(self, *events: ev.Event, unless_cancelled: bool = False) -> int:
-        """Append in order; returns the last sequence. See CancelSeen and LostTask."""
+        """Append in order; returns the last sequence. See CancelSeen, LostTask, Spooled.
+
+        NATS trouble is never given up on while the node runs: the same envelopes are sent
+        again (idempotent) until they are stored, and from the first failure they also wait
+        in the spool, so that a node killed meanwhile appends them at its next start.
+        """
         envs = [ev.envelop(e, self.task_id, self._origin) for e in events]
         with self._lock:
-            deadline = time.monotonic() + _RETRY_FOR_S
             pause_s = 0.05
+            spooled: Path | None = None
             while True:
                 if unless_cancelled and self.cancel_seen:
                     raise CancelSeen()
                 try:
                     seqs = self._facade.append(envs, self.expected_seq)
                 except ev.ConcurrencyError:
+                    self._unspool(spooled)
+                    spooled = None
                     self._reconcile()
                     continue
                 except (ClaudeDoError, AssertionError):
                     raise
                 except Exception as exc:
-                    # NATS unreachable for a moment: the same envelopes again (idempotent).
-                    if time.monotonic() > deadline:
-                        raise
+                    if spooled is None and self._spool is not None:
+                        spooled = self._spool.keep(self.task_id, self.expected_seq, envs)
+                    if self._facade.closing:
+                        raise Spooled(
+                            f"task {self.task_id[:8]}: the log is unreachable as the node "
+                            f"stops; its last events wait in {spooled}"
+                        ) from None
                     log.warning("append to task %s failed (%s); retrying", self.task_id[:8], exc)
                     time.sleep(pause_s)  # backoff between retries of a write
                     pause_s = min(pause_s * 2, 2.0)
                     continue
+                self._unspool(spooled)
                 self.expected_seq = seqs[-1]
                 self._fold(envs, seqs)
                 return seqs[-1]
+
+    def _unspool(self, path: Path | None) -> None:
+        if path is not None and self._spool is not None:
+            self._spool.drop(path)
 
     def _fold(self, envs: list[ev.Envelope], seqs: list[int]) -> None:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -108,3 +109,92 @@ async def _settle_elsewhere(url: str, task_id: str) -> None:
 
 def test_the_node_process_carries_no_run_mark() -> None:
     assert not any(k in os.environ for k in ("CLAUDEDO_RUN_ID", "CLAUDEDO_NODE_ID"))
+
+
+def _nats_pid(runner: Runner) -> int:
+    return int((runner.node.home / "nats" / "nats-server.pid").read_text().strip())
+
+
+def test_embedded_nats_killed_is_started_again_and_running_tasks_finish(
+    tmp_path: Path, git_repo: Path
+) -> None:
+    runner = Runner(tmp_path, slots=2, env={"FAKE_CLAUDE_SLOW_S": "6"}).start()
+    try:
+        runner.add_list(git_repo)
+        task_id = runner.add_task("Slow [fake:slow]")
+        runner.wait_run(task_id)
+        first = _nats_pid(runner)
+        os.kill(first, signal.SIGKILL)
+        info = wait_until(
+            lambda: _info_or_none(runner), 30, "the node to answer again after its NATS died"
+        )
+        assert info["nats_connected"] and info["nats_restarts"] == 1
+        assert _nats_pid(runner) != first
+        task = runner.wait_status(task_id)
+        assert task["status"] == "done" and task["run_count"] == 1
+        assert runner.wait_status(runner.add_task("After [fake:success]"))["status"] == "done"
+    finally:
+        runner.stop()
+
+
+def test_a_paused_nats_server_kills_no_healthy_run(tmp_path: Path, git_repo: Path) -> None:
+    runner = Runner(tmp_path, slots=1, env={"FAKE_CLAUDE_SLOW_S": "5"}).start()
+    try:
+        runner.add_list(git_repo)
+        task_id = runner.add_task("Slow [fake:slow]")
+        runner.wait_run(task_id)
+        server = psutil.Process(_nats_pid(runner))
+        server.suspend()
+        try:
+            # The run goes on meanwhile: it ends while the server cannot answer, and its
+            # RunFinished and TaskCompleted wait for the server.
+            agents = [psutil.Process(pid) for pid in _agent_pids(runner)]
+            _gone, alive = psutil.wait_procs(agents, timeout=30)
+            assert not alive
+        finally:
+            server.resume()
+        task = runner.wait_status(task_id)
+        assert task["status"] == "done" and task["run_count"] == 1
+        assert task["runs"][0]["cause"] is None
+    finally:
+        runner.stop()
+
+
+def _agent_pids(runner: Runner) -> list[int]:
+    return [c["pid"] for c in runner.agent_calls() if _alive(c["pid"])]
+
+
+def _info_or_none(runner: Runner) -> dict | None:  # type: ignore[type-arg]
+    try:
+        info: dict = runner.ask("info")  # type: ignore[type-arg]
+    except Exception:
+        return None
+    return info if info.get("nats_connected") else None
+
+
+def test_a_runs_end_spooled_while_nats_was_away_survives_a_kill_9(
+    tmp_path: Path, git_repo: Path
+) -> None:
+    runner = Runner(tmp_path, slots=1, env={"FAKE_CLAUDE_SLOW_S": "3"}).start()
+    try:
+        runner.add_list(git_repo)
+        task_id = runner.add_task("Write slowly [fake:slow]")
+        runner.wait_run(task_id)
+        server = psutil.Process(_nats_pid(runner))
+        server.suspend()
+        spool = runner.node.home / "spool"
+        try:
+            wait_until(lambda: list(spool.glob("*.json")), 60, "the run's end to be spooled")
+            (kept,) = spool.glob("*.json")
+            runner.node.kill9()
+        finally:
+            server.resume()
+        runner.node.start()
+        task = runner.wait_status(task_id)
+        assert task["status"] == "done" and task["run_count"] == 1
+        assert task["runs"][0]["success"] is True
+        finished = [e for e in runner.ask("audit", task=task_id) if e["type"] == "RunFinished"]
+        assert [e["event_id"] for e in finished] == [kept.stem]  # the spooled event, once
+        assert not list(spool.glob("*.json"))
+    finally:
+        runner.stop()
