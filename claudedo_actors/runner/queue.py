@@ -257,10 +257,15 @@ class QueueActor(pykka.ThreadingActor):
         self._take(task_id)
 
     def _take(self, task_id: str) -> bool:
-        task, last_seq = self._facade.load_task(task_id)
-        if task is None or task.status != "queued" or self._reserved(task):
+        try:
+            task, last_seq = self._facade.load_task(task_id)
+            if task is None or task.status != "queued" or self._reserved(task):
+                return False
+            lst = self._facade.load_list(task.list_id)
+        except Exception as exc:  # NATS away for a moment: deferred, never a crash
+            log.warning("could not read task %s (%s); it waits for the next scan", task_id[:8], exc)
             return False
-        return self._claim(task, last_seq, self._facade.load_list(task.list_id))
+        return self._claim(task, last_seq, lst)
 
     def _take_waiting(self) -> None:
         """Tasks seen queued while every slot was busy, first queued first, from the log."""
