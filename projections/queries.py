@@ -151,22 +151,31 @@ def task_last_seq(p: Projection, task: TaskState) -> int:
     return max(task.last_seq, int(row[0]) if row else 0)
 
 
+def check_status(status: str | None) -> None:
+    if status is not None and status not in STATUSES:
+        raise Invalid(f"unknown status {status!r} (one of: {', '.join(STATUSES)})")
+
+
 def tasks_filtered(
     p: Projection,
     list_id: str | None = None,
     status: str | None = None,
     limit: int | None = None,
     offset: int = 0,
+    after: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Tasks of one list and/or one status, oldest first; all of them unless `limit`."""
-    if status is not None and status not in STATUSES:
-        raise Invalid(f"unknown status {status!r} (one of: {', '.join(STATUSES)})")
-    sql = (
-        f"SELECT {TASK_COLUMNS} FROM tasks "
-        "WHERE ($list IS NULL OR list_id = $list) AND ($status IS NULL OR status = $status) "
-        "ORDER BY created_at, id"
-    )
+    """Tasks of one list and/or one status, oldest first (by creation, then id); all of them
+    unless `limit`. `after`: only the tasks after that one, the cursor of the next page."""
+    check_status(status)
+    where = "($list IS NULL OR list_id = $list) AND ($status IS NULL OR status = $status)"
     params: dict[str, Any] = {"list": list_id, "status": status}
+    if after is not None:
+        row = p.con.execute("SELECT created_at FROM tasks WHERE id = ?", [after]).fetchone()
+        if row is None:
+            raise NotFound(f"task {shown(after)} not found")
+        where += " AND (created_at > $at OR (created_at = $at AND id > $after))"
+        params.update(at=row[0], after=after)
+    sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE {where} ORDER BY created_at, id"
     if limit is not None:
         sql += " LIMIT $limit OFFSET $offset"
         params.update(limit=limit, offset=offset)
@@ -212,15 +221,19 @@ def task_details(p: Projection, task_ids: list[str]) -> list[dict[str, Any]]:
     return [by_id[t] for t in task_ids]
 
 
-def audit(p: Projection, task_id: str) -> list[dict[str, Any]]:
-    """Every event of the task in log order."""
-    rows = _dicts(
-        p.con.execute(
-            "SELECT seq, occurred_at, type, node, actor, correlation_id, event_id, payload "
-            "FROM events WHERE task_id = ? ORDER BY seq",
-            [task_id],
-        )
+def audit(
+    p: Projection, task_id: str, after_seq: int = 0, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Every event of the task in log order (after `after_seq`, at most `limit`: a page)."""
+    sql = (
+        "SELECT seq, occurred_at, type, node, actor, correlation_id, event_id, payload "
+        "FROM events WHERE task_id = ? AND seq > ? ORDER BY seq"
     )
+    params: list[Any] = [task_id, after_seq]
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    rows = _dicts(p.con.execute(sql, params))
     for row in rows:
         payload = msgspec.json.decode(row["payload"])
         payload.pop("type", None)
@@ -232,12 +245,13 @@ _READ_ONLY = frozenset({"SELECT", "EXPLAIN"})
 
 
 def run_sql(
-    p: Projection, query: str, timeout_s: float = 30.0
-) -> tuple[list[str], list[list[Any]]]:
+    p: Projection, query: str, timeout_s: float = 30.0, convert: bool = True
+) -> tuple[list[str], list[Any]]:
     """Run one read-only statement; anything that could write is refused before it runs.
 
     A statement still running after `timeout_s` is interrupted: the projector serves every
-    other query and write, and must not be held by one analysis.
+    other query and write, and must not be held by one analysis. `convert` False: the rows as
+    DuckDB gives them, for `jsonable_rows` to convert outside the projector, page by page.
     """
     try:
         statements = p.con.extract_statements(query)
@@ -255,8 +269,8 @@ def run_sql(
         timer.start()
         cur.execute(query)
         names = [d[0] for d in cur.description or ()]
-        rows = [[jsonable(v) for v in row] for row in cur.fetchall()]
-        return names, rows
+        rows = cur.fetchall()
+        return names, jsonable_rows(rows) if convert else rows
     except duckdb.InterruptException:
         raise Invalid(f"query ran longer than {timeout_s:g}s and was stopped") from None
     except duckdb.Error as exc:
@@ -266,6 +280,11 @@ def run_sql(
         with contextlib.suppress(duckdb.Error):
             cur.execute("ROLLBACK")
         cur.close()
+
+
+def jsonable_rows(rows: list[Any]) -> list[list[Any]]:
+    """Rows of `run_sql(convert=False)` as JSON has them."""
+    return [[jsonable(v) for v in row] for row in rows]
 
 
 def _one_line(exc: Exception) -> str:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import random
-from collections.abc import Awaitable, Callable
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,6 +18,7 @@ from nats.aio.msg import Msg
 
 import events as ev
 from claudedo_actors.agent.follow import last_lines, summarize
+from claudedo_actors.api import pages
 from claudedo_actors.api import verbs as rq
 from claudedo_actors.api.decider import Decider, Plan, prepare
 from claudedo_actors.api.ports import Projections, ReadLog
@@ -29,6 +32,9 @@ log = logging.getLogger("claudedo.api")
 T = TypeVar("T")
 
 API_QUEUE_GROUP = "claudedo-api"
+# The rest of a paged reply is asked on `<PAGES_PREFIX>.<node's token>.<reply's token>`.
+PAGES_PREFIX = ev.api_subject("page")
+PAGE_IDLE_ENV = "CLAUDEDO_PAGE_IDLE_S"
 _ATTEMPTS = 8
 
 Handler = Callable[["Api", Any], Awaitable[Any]]
@@ -60,12 +66,18 @@ class Api:
         self.list_lock = asyncio.Lock()
         self.review_lock = asyncio.Lock()  # one merge or discard at a time in this node
         self._sub: Any = None
+        self._pages_sub: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.replies = pages.ReplyStreams(
+            self._publish, f"{PAGES_PREFIX}.{secrets.token_hex(8)}", _page_idle_s()
+        )
 
     async def start(self) -> None:
         self._sub = await self.nc.subscribe(
             ev.api_subject(">"), queue=API_QUEUE_GROUP, cb=self._on_request
         )
+        # The rest of a paged reply is asked of this node alone (its subject names it).
+        self._pages_sub = await self.nc.subscribe(f"{self.replies.prefix}.*", cb=self._on_next)
 
     async def while_no_review(self, fn: Callable[[], T]) -> T:
         """Run blocking `fn` in a thread while no merge or discard of this node is under way."""
@@ -73,19 +85,35 @@ class Api:
             return await asyncio.get_running_loop().run_in_executor(None, fn)
 
     async def stop(self) -> None:
-        if self._sub is not None:
-            await self._sub.unsubscribe()
+        for sub in (self._sub, self._pages_sub):
+            if sub is not None:
+                await sub.unsubscribe()
         for task in list(self._tasks):
             task.cancel()
+        await self.replies.close()
 
     async def _on_request(self, msg: Msg) -> None:
+        if msg.subject.startswith(PAGES_PREFIX + "."):
+            return  # the rest of a reply: its node answers on its own subscription
         # One task per request: a command waiting for the projection never holds up others.
-        task = asyncio.create_task(self._handle(msg))
+        self._spawn(self._handle(msg))
+
+    async def _on_next(self, msg: Msg) -> None:
+        if msg.reply:
+            self._spawn(self.replies.on_next(msg.reply, msg.subject.rsplit(".", 1)[-1]))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
+        await self.nc.publish(subject, payload, headers=headers or None)
+
     async def _handle(self, msg: Msg) -> None:
         verb = msg.subject.removeprefix(ev.api_subject(""))
+        paged = False
+        reply: Any
         try:
             route = ROUTES.get(verb)
             if route is None:
@@ -97,7 +125,9 @@ class Api:
                 raise _invalid_request(exc) from None
             except msgspec.DecodeError:
                 raise Invalid("invalid request: not JSON") from None
-            reply: dict[str, Any] = {"ok": await handler(self, req)}
+            paged = req.paged
+            result = await handler(self, req)
+            reply = result if isinstance(result, pages.Pages) else {"ok": result}
         except ClaudeDoError as exc:
             reply = {"error": {"code": exc.code, "message": _one_line(exc.message)}}
         except asyncio.CancelledError:
@@ -107,7 +137,29 @@ class Api:
             detail = _one_line(str(exc)) or type(exc).__name__
             reply = {"error": {"code": "internal", "message": f"internal error: {detail}"}}
         if msg.reply:
-            await msg.respond(msgspec.json.encode(reply))
+            await self._reply(msg.reply, reply, paged)
+
+    async def _reply(self, reply_to: str, reply: Any, paged: bool) -> None:
+        """One message, or (for a client that reads pages) as many as the reply needs."""
+        budget = max(4096, int(self.nc.max_payload or 1 << 20) - pages.HEADROOM)
+        if paged:
+            await self.replies.send(reply_to, pages.messages(reply, budget))
+            return
+        try:
+            data = await pages.single(reply, budget)
+        except pages.TooLarge:
+            data = msgspec.json.encode(_too_large(budget))
+        except ClaudeDoError as exc:
+            data = msgspec.json.encode(
+                {"error": {"code": exc.code, "message": _one_line(exc.message)}}
+            )
+        except Exception as exc:
+            log.exception("reading a reply failed")
+            detail = _one_line(str(exc)) or type(exc).__name__
+            data = msgspec.json.encode(
+                {"error": {"code": "internal", "message": f"internal error: {detail}"}}
+            )
+        await self._publish(reply_to, data, {})
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -218,6 +270,24 @@ def _decide_for(
     return decide(decider, req)
 
 
+def _too_large(budget: int) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": "too_large",
+            "message": f"the reply is larger than one NATS message ({budget // 1024} KiB): "
+            'ask with "paged": true (the CLI does) or a smaller "limit"',
+        }
+    }
+
+
+def _page_idle_s() -> float:
+    """How long a paged reply waits for its client: CLAUDEDO_PAGE_IDLE_S, else 60 s."""
+    try:
+        return max(0.1, float(os.environ.get(PAGE_IDLE_ENV, "60")))
+    except ValueError:
+        return 60.0
+
+
 def _invalid_request(exc: msgspec.ValidationError) -> Invalid:
     """msgspec's "Expected `int` >= 1 - at `$.max_turns`" as "max_turns: expected ..."."""
     text = str(exc)
@@ -281,7 +351,8 @@ async def _task_continue(api: Api, req: rq.ContinueTask) -> Any:
 
 
 async def _runs(api: Api, req: rq.RunsOfTask) -> Any:
-    return await api.query(lambda p: q.runs_of_task(p, q.resolve_task(p, req.task).id))
+    rows = await api.query(lambda p: q.runs_of_task(p, q.resolve_task(p, req.task).id))
+    return pages.Pages.of(rows)
 
 
 async def _worktree_diff(api: Api, req: rq.WorktreeOf) -> Any:
@@ -358,21 +429,65 @@ async def _subtask_undo(api: Api, req: rq.MarkSubtasks) -> Any:
     return await api.command(req, lambda d: d.mark_subtasks(req, done=False))
 
 
-async def _tasks(api: Api, req: rq.ListTasks) -> Any:
-    def run(p: Projection) -> Any:
+async def _tasks(api: Api, req: rq.ListTasks) -> pages.Pages:
+    """Pages of tasks, each read from the projection when the client gets to it: the next
+    page starts after the last task of the one before (created_at, id), not at an offset."""
+
+    def start(p: Projection) -> tuple[str | None, str | None]:
         list_id = q.resolve_list(p, req.list_ref).id if req.list_ref is not None else None
-        return q.tasks_filtered(p, list_id, req.status, req.limit, req.offset)
+        q.check_status(req.status)
+        after = q.resolve_task(p, req.after).id if req.after is not None else None
+        return list_id, after
 
-    return await api.query(run)
+    list_id, after = await api.query(start)
+
+    async def read() -> AsyncIterator[list[Any]]:
+        cursor, offset, left = after, req.offset, req.limit
+        while left is None or left > 0:
+            size = pages.PAGE_ROWS if left is None else min(pages.PAGE_ROWS, left)
+            page = functools.partial(
+                q.tasks_filtered, list_id=list_id, status=req.status, limit=size,
+                offset=offset, after=cursor,
+            )  # fmt: skip
+            rows = await api.feed.run_in_projection(page)
+            yield rows
+            if len(rows) < size:
+                return
+            cursor, offset = rows[-1]["id"], 0
+            left = None if left is None else left - len(rows)
+
+    return pages.Pages(read())
 
 
-async def _audit(api: Api, req: rq.Audit) -> Any:
-    return await api.query(lambda p: q.audit(p, q.resolve_task(p, req.task).id))
+async def _audit(api: Api, req: rq.Audit) -> pages.Pages:
+    task_id = await api.query(lambda p: q.resolve_task(p, req.task).id)
+
+    async def read() -> AsyncIterator[list[Any]]:
+        after = 0
+        while True:
+            page = functools.partial(
+                q.audit, task_id=task_id, after_seq=after, limit=pages.PAGE_ROWS
+            )
+            rows = await api.feed.run_in_projection(page)
+            yield rows
+            if len(rows) < pages.PAGE_ROWS:
+                return
+            after = rows[-1]["seq"]
+
+    return pages.Pages(read())
 
 
-async def _sql(api: Api, req: rq.RunSql) -> Any:
-    columns, rows = await api.query(lambda p: q.run_sql(p, req.query, req.timeout_s))
-    return {"columns": columns, "rows": rows}
+async def _sql(api: Api, req: rq.RunSql) -> pages.Pages:
+    """The query runs once, in the projector; its rows become JSON page by page outside it."""
+    columns, rows = await api.query(lambda p: q.run_sql(p, req.query, req.timeout_s, convert=False))
+
+    async def read() -> AsyncIterator[list[Any]]:
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(rows), pages.PAGE_ROWS):
+            chunk = rows[start : start + pages.PAGE_ROWS]
+            yield await loop.run_in_executor(None, q.jsonable_rows, chunk)
+
+    return pages.Pages(read(), columns)
 
 
 async def _rebuild(api: Api, req: rq.Rebuild) -> Any:

@@ -38,10 +38,13 @@ SqlTimeout = Annotated[float, Meta(gt=0, le=3600)]
 
 
 class Request(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Common to every request: who asks, and an optional id to correlate the events."""
+    """Common to every request: who asks, an optional id to correlate the events, and whether
+    the client reads a reply in several messages (`paged`: see docs/architecture.md, "Replies";
+    without it a reply larger than one message is the error `too_large`)."""
 
     actor: Name = "unknown"
     request_id: Name | None = None
+    paged: bool = False
 
 
 class AgentSettings(Request, kw_only=True, forbid_unknown_fields=True):
@@ -122,10 +125,14 @@ class MarkSubtasks(Request, kw_only=True, forbid_unknown_fields=True):
 
 
 class ListTasks(Request, kw_only=True, forbid_unknown_fields=True):
+    """Tasks oldest first. `after` (a task id) starts after that task: a cursor for pages of
+    `limit` tasks that stays right while tasks are added, where an `offset` would shift."""
+
     list_ref: Ref | None = msgspec.field(name="list", default=None)
     status: Name | None = None
     limit: Limit | None = None
     offset: Offset = 0
+    after: Ref | None = None
 
 
 class Audit(Request, kw_only=True, forbid_unknown_fields=True):

@@ -7,13 +7,19 @@ import fcntl
 import getpass
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from claudedo_actors.api import pages
+from claudedo_actors.api.pages import CONTINUED, NEXT
 from claudedo_actors.node.home import Home, NodeAddress
-from events.errors import ClaudeDoError, Unavailable
+from events.errors import ClaudeDoError, Invalid, Unavailable
+
+if TYPE_CHECKING:
+    from events.wire import WireConnection
 
 
 def default_actor() -> str:
@@ -54,39 +60,80 @@ class NodeClient:
         self.timeout_s = timeout_s
 
     def request(self, verb: str, payload: dict[str, Any]) -> Any:
-        body = msgspec.json.encode({"actor": default_actor(), **payload})
-        reply = self._send(f"claudedo.api.{verb}", body)
-        decoded = msgspec.json.decode(reply)
-        if "error" in decoded:
-            err = decoded["error"]
-            raise ClaudeDoError(str(err.get("message")), code=str(err.get("code", "error")))
-        return decoded["ok"]
+        """The node's reply to one request, whole (a listing's pages joined).
 
-    def _send(self, subject: str, data: bytes) -> bytes:
+        Raises the node's error as ClaudeDoError, Unavailable when it cannot be asked."""
+        return pages.join(self.parts(verb, payload))
+
+    def parts(self, verb: str, payload: dict[str, Any]) -> Iterator[Any]:
+        """The reply's parts as they arrive: each page of a listing (tasks, audit, runs, sql),
+        else the one value. The client asks for the next part only when it needs it."""
+        body = msgspec.json.encode({"actor": default_actor(), **payload, "paged": True})
+        for document in self._documents(f"claudedo.api.{verb}", body):
+            decoded = msgspec.json.decode(document)
+            if "error" in decoded:
+                err = decoded["error"]
+                raise ClaudeDoError(str(err.get("message")), code=str(err.get("code", "error")))
+            yield decoded["ok"]
+
+    def _documents(self, subject: str, data: bytes) -> Iterator[bytes]:
         # The minimal wire client: no asyncio and no nats-py import, so a command starts fast.
-        from events.wire import WireConnection, WireError, WireNoResponders, WireUnsupported
+        from events.wire import WireConnection, WireError, WireUnsupported
 
         url = self.address.nats_url
         try:
             conn = WireConnection(url, self.timeout_s)
         except WireUnsupported:
-            return asyncio.run(self._send_with_nats_py(subject, data))
+            yield from asyncio.run(self._documents_with_nats_py(subject, data))
+            return
         except (OSError, WireError):
             raise Unavailable(f"cannot reach the node's NATS server at {url}") from None
         try:
-            return conn.request(subject, data)
-        except WireNoResponders:
-            raise Unavailable(f"no node answers on {url} (is it starting or stopping?)") from None
+            yield from self._pull(conn, subject, data)
         except TimeoutError:
             raise Unavailable(f"the node did not answer within {self.timeout_s:.0f}s") from None
         except (OSError, WireError) as exc:
+            if "maximum payload" in str(exc).lower():
+                raise Invalid(
+                    f"the request is {len(data)} bytes, more than the NATS server takes "
+                    "in one message"
+                ) from None
             raise Unavailable(f"lost the connection to the node: {exc}") from None
         finally:
             conn.close()
 
-    async def _send_with_nats_py(self, subject: str, data: bytes) -> bytes:
+    def _pull(self, conn: WireConnection, subject: str, data: bytes) -> Iterator[bytes]:
+        """Documents of a reply over one connection: each message's NEXT is asked for once
+        the document before is handed on (api/pages.py)."""
+        inbox = f"_INBOX.{os.urandom(11).hex()}"
+        conn.send(f"SUB {inbox} 1\r\n".encode())
+        conn.pub(subject, inbox, data)
+        frames = conn.frames()
+        chunks: list[bytes] = []
+        first = True
+        while True:
+            _, _, raw_headers, payload = next(frames)
+            headers = _headers(raw_headers)
+            if headers.get("status") == "503":
+                if first:
+                    raise Unavailable(
+                        f"no node answers on {self.address.nats_url} (is it starting or stopping?)"
+                    )
+                raise Unavailable("the node stopped answering in the middle of its reply")
+            first = False
+            chunks.append(payload)
+            if CONTINUED.lower() not in headers:
+                yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                chunks = []
+            following = headers.get(NEXT.lower())
+            if following is None:
+                return
+            conn.pub(following, inbox, b"")
+
+    async def _documents_with_nats_py(self, subject: str, data: bytes) -> list[bytes]:
+        """`_documents` through nats-py (TLS, credentials): the whole reply, then its parts."""
         import nats
-        from nats.errors import NoRespondersError, NoServersError
+        from nats.errors import NoServersError
         from nats.errors import TimeoutError as NatsTimeout
 
         url = self.address.nats_url
@@ -101,14 +148,45 @@ class NodeClient:
         except (TimeoutError, NoServersError, OSError):
             raise Unavailable(f"cannot reach the node's NATS server at {url}") from None
         try:
-            msg = await nc.request(subject, data, timeout=self.timeout_s)
-            return bytes(msg.data)
-        except NoRespondersError:
-            raise Unavailable(f"no node answers on {url} (is it starting or stopping?)") from None
+            inbox = nc.new_inbox()
+            sub = await nc.subscribe(inbox)
+            await nc.publish(subject, data, reply=inbox)
+            documents: list[bytes] = []
+            chunks: list[bytes] = []
+            while True:
+                msg = await sub.next_msg(timeout=self.timeout_s)
+                headers = {k.lower(): v for k, v in (msg.headers or {}).items()}
+                if headers.get("status") == "503":
+                    raise Unavailable(f"no node answers on {url} (is it starting or stopping?)")
+                chunks.append(bytes(msg.data))
+                if CONTINUED.lower() not in headers:
+                    documents.append(b"".join(chunks))
+                    chunks = []
+                following = headers.get(NEXT.lower())
+                if following is None:
+                    return documents
+                await nc.publish(following, b"", reply=inbox)
         except NatsTimeout:
             raise Unavailable(f"the node did not answer within {self.timeout_s:.0f}s") from None
         finally:
             await nc.close()
+
+
+def _headers(raw: bytes) -> dict[str, str]:
+    """NATS headers (`NATS/1.0[ status]\\r\\nKey: value...`) by lower-case key; a status line's
+    code under "status"."""
+    if not raw:
+        return {}
+    lines = raw.decode("utf-8", "replace").split("\r\n")
+    out: dict[str, str] = {}
+    status = lines[0].split(" ", 2)
+    if len(status) > 1 and status[1].isdigit():
+        out["status"] = status[1]
+    for line in lines[1:]:
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip().lower()] = value.strip()
+    return out
 
 
 async def _ignore(exc: Exception) -> None:

@@ -7,7 +7,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -158,6 +158,14 @@ def _request(home: Path | None, verb: str, payload: dict[str, Any]) -> Any:
     return NodeClient(resolve_home(home)).request(verb, payload)
 
 
+def _parts(home: Path | None, verb: str, payload: dict[str, Any]) -> Iterator[Any]:
+    """The reply's parts as they arrive (a listing's pages)."""
+    from claudedo_actors.cli.client import NodeClient
+    from claudedo_actors.node.home import resolve_home
+
+    return NodeClient(resolve_home(home)).parts(verb, payload)
+
+
 def _given(**payload: Any) -> dict[str, Any]:
     """The options that were given (None: not given)."""
     return {k: v for k, v in payload.items() if v is not None}
@@ -172,7 +180,43 @@ def _emit(data: Any, as_json: bool, view: str) -> None:
     getattr(render, view)(data)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _emit_pages(pages: Iterable[list[Any]], as_json: bool, view: str) -> None:
+    """A listing printed as its pages arrive: a table page by page (`render.<view>_pages`),
+    or one JSON array written a row at a time."""
+    if as_json:
+        _write_json_array(row for page in pages for row in page)
+        return
+    from claudedo_actors.cli import render
+
+    getattr(render, f"{view}_pages")(pages)
+
+
+def _write_json_array(rows: Iterable[Any]) -> None:
+    """`rows` as `json.dumps(list(rows), indent=2)` writes them, without holding them all."""
+    out = sys.stdout
+    first = True
+    for row in rows:
+        text = json.dumps(row, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        out.write(("[\n  " if first else ",\n  ") + text)
+        first = False
+    out.write("[]\n" if first else "\n]\n")
+
+
+class _StdoutClosed(Exception):
+    """Whoever read stdout went away; not an OSError, so click leaves it to `main`."""
+
+
+class _Commands(click.Group):
+    """The top group: a closed stdout stops any command the same quiet way (`main`)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise _StdoutClosed() from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def app() -> None:
     """ClaudeDo: a to-do board whose tasks are done by the Claude Code CLI."""
 
@@ -380,7 +424,7 @@ def task_continue(task_id: str, prompt: str, home: Path | None, as_json: bool) -
 @json_option
 def runs(task_id: str, home: Path | None, as_json: bool) -> None:
     """The runs of a task: session, exit code, cause, turns, tokens, cost, result, log."""
-    _emit(_request(home, "runs", {"task": task_id}), as_json, "runs")
+    _emit_pages(_parts(home, "runs", {"task": task_id}), as_json, "runs")
 
 
 @app.command("log")
@@ -553,9 +597,11 @@ def tasks(
     home: Path | None,
     as_json: bool,
 ) -> None:
-    """Tasks, oldest first: every one that matches (no limit unless --limit)."""
+    """Tasks, oldest first: every one that matches (no limit unless --limit).
+
+    Printed as they come, a page at a time, however many there are."""
     payload = _given(list=list_ref, status=status, limit=limit, offset=offset or None)
-    _emit(_request(home, "tasks", payload), as_json, "tasks")
+    _emit_pages(_parts(home, "tasks", payload), as_json, "tasks")
 
 
 @app.command()
@@ -564,7 +610,7 @@ def tasks(
 @json_option
 def audit(task_id: str, home: Path | None, as_json: bool) -> None:
     """Every event of a task in order: sequence, time, type, node, actor, key fields."""
-    _emit(_request(home, "audit", {"task": task_id}), as_json, "audit")
+    _emit_pages(_parts(home, "audit", {"task": task_id}), as_json, "audit")
 
 
 @app.command()
@@ -578,13 +624,20 @@ def sql(query: str, timeout: float, home: Path | None, as_json: bool) -> None:
 
     Tables: lists, tasks, subtasks, runs, worktrees, events, skipped_messages.
     """
-    result = _request(home, "sql", {"query": query, "timeout_s": timeout})
+    parts = _parts(home, "sql", {"query": query, "timeout_s": timeout})
     if as_json:
-        names = _unique(result["columns"])
-        rows = [dict(zip(names, row, strict=True)) for row in result["rows"]]
-        _emit(rows, True, "sql")
+
+        def rows() -> Iterator[dict[str, Any]]:
+            for part in parts:
+                names = _unique(part["columns"])
+                for row in part["rows"]:
+                    yield dict(zip(names, row, strict=True))
+
+        _write_json_array(rows())
     else:
-        _emit(result, False, "sql")
+        from claudedo_actors.cli import render
+
+        render.sql_pages(parts)
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -617,7 +670,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI: every error is one line on stderr and a non-zero exit."""
     try:
         app.main(args=argv, prog_name="claudedo", standalone_mode=False)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
         return 0
+    except (BrokenPipeError, _StdoutClosed):
+        return _stdout_closed()
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.exceptions.Abort:
@@ -644,6 +700,16 @@ def main(argv: list[str] | None = None) -> int:
             f"error: unexpected {type(exc).__name__}: {plain(' '.join(str(exc).split()))}\n"
         )
         return 1
+
+
+def _stdout_closed() -> int:
+    """Whoever read stdout went away (`claudedo tasks | head -1`): stop quietly, as Unix tools
+    do. What is still buffered goes to /dev/null, so the interpreter's last flush at exit does
+    not print `Exception ignored ... BrokenPipeError` either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141  # 128 + SIGPIPE: what a shell reports for a tool a closed pipe stopped
 
 
 if __name__ == "__main__":

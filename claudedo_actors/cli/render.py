@@ -9,18 +9,29 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from rich.cells import cell_len, set_cell_size
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from claudedo_actors.cli.literal import plain
-from events import AGENT_SETTINGS
+from events import AGENT_SETTINGS, EVENTS_BY_NAME
+
 
 # Piped output keeps a wide table rather than rich's 80-column default.
-_console = Console(
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """A closed stdout ends the command as the CLI ends it (commands.main), quietly and
+        with the same status whatever printed last; rich's own exits with 1."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
+_console = _Console(
     highlight=False,
     markup=False,
     emoji=False,
@@ -93,22 +104,79 @@ def list_one(row: dict[str, Any]) -> None:
             _console.print(f"  {key}: {_short(row[key], 100)}")
 
 
-def tasks(rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        _console.print("no tasks")
-        return
-    table = Table("id", "status", "title", "list", "created", "finished")
-    for r in rows:
-        table.add_row(
-            r["id"][:8],
+Rows = list[dict[str, Any]]
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
+def _line(cells: Iterable[str], widths: list[int]) -> str:
+    return "   ".join(set_cell_size(c, w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+
+def _page_tables(
+    pages: Iterable[list[Any]],
+    columns: list[tuple[str, int | None]],
+    cells: Callable[[Any], list[str]],
+    flexible_max: int = 50,
+) -> int:
+    """Print each page of a listing as it arrives, in columns of fixed widths (the header
+    once, before the first row), so the pages read as one table. The one column of width
+    None takes the room left, at most `flexible_max`. Returns how many rows were printed.
+
+    Lines are written as text, not through rich's tables: their cells are plain already,
+    and 100,000 rows print in seconds instead of minutes."""
+    fixed = sum(w for _, w in columns if w)
+    flexible = max(10, min(flexible_max, _console.width - fixed - 3 * (len(columns) - 1)))
+    widths = [w or flexible for _, w in columns]
+    return _print_rows(pages, [name for name, _ in columns], widths, cells)
+
+
+def _print_rows(
+    pages: Iterable[list[Any]],
+    names: list[str],
+    widths: list[int] | Callable[[list[Any]], list[int]],
+    cells: Callable[[Any], list[str]],
+) -> int:
+    out = _console.file
+    count = 0
+    for page in pages:
+        if not page:
+            continue
+        rows = [cells(row) for row in page]
+        if not count:
+            if callable(widths):
+                widths = widths(rows)
+            header = _line(names, widths)
+            out.write(f"{header}\n{'─' * cell_len(header)}\n")
+        assert not callable(widths)
+        out.write("\n".join(_line(row, widths) for row in rows) + "\n")
+        out.flush()
+        count += len(rows)
+    return count
+
+
+def tasks(rows: Rows) -> None:
+    tasks_pages([rows])
+
+
+def tasks_pages(pages: Iterable[Rows]) -> None:
+    """Tasks, a page at a time (claudedo tasks streams them)."""
+    count = _page_tables(
+        pages,
+        [("id", 8), ("status", 9), ("title", None), ("list", 8), ("created", 20),
+         ("finished", 20)],
+        lambda r: [
+            _short(r["id"][:8], 8),
             r["status"],
             _short(r["title"], 50),
-            _short(r["list_id"], 8),
+            _short(r["list_id"][:8], 8),
             _time(r["created_at"]),
             _time(r["finished_at"]),
-        )
-    _console.print(table)
-    _console.print(f"{len(rows)} task{'s' if len(rows) != 1 else ''}")
+        ],
+    )  # fmt: skip
+    _console.print(_plural(count, "task") if count else "no tasks")
 
 
 def task_one(task: dict[str, Any] | list[dict[str, Any]]) -> None:
@@ -153,54 +221,97 @@ def _run_line(run: dict[str, Any]) -> str:
     )
 
 
-def runs(rows: list[dict[str, Any]]) -> None:
-    table = Table("run", "kind", "outcome", "turns", "tokens in/out", "cost $", "session", "ended")
-    for run in rows:
+def runs(rows: Rows) -> None:
+    runs_pages([rows])
+
+
+def runs_pages(pages: Iterable[Rows]) -> None:
+    def cells(run: dict[str, Any]) -> list[str]:
         kind = "retry" if run["is_retry"] else "continue" if run["is_continue"] else "run"
         if run["finished_at"] is None:
             outcome = "running"
         else:
             cause = _short(run["cause"], 40)
             outcome = "ok" if run["success"] else f"{cause}: {_short(run['error'], 40)}"
-        table.add_row(
+        return [
             str(run["run_number"]),
             kind,
             outcome,
             str(run["turn_count"] or ""),
             f"{run['tokens_in'] or 0}/{run['tokens_out'] or 0}",
             f"{run['cost_usd'] or 0:.4f}",
-            _short(run["session_id"], 8),
+            _short((run["session_id"] or "")[:8], 8),
             _time(run["finished_at"]),
-        )
-    _console.print(table)
+        ]
+
+    columns: list[tuple[str, int | None]] = [
+        ("run", 4), ("kind", 8), ("outcome", None), ("turns", 5), ("tokens in/out", 15),
+        ("cost $", 10), ("session", 8), ("ended", 20),
+    ]  # fmt: skip
+    if not _page_tables(pages, columns, cells, flexible_max=60):
+        _console.print("no runs yet")
 
 
-def audit(rows: list[dict[str, Any]]) -> None:
-    table = Table("seq", "time", "type", "node", "actor", "fields")
-    table.columns[2].no_wrap = True
-    for r in rows:
+# The widest event name, so the type column of the audit never wraps.
+_TYPE_WIDTH = max(len(name) for name in EVENTS_BY_NAME)
+
+
+def audit(rows: Rows) -> None:
+    audit_pages([rows])
+
+
+def audit_pages(pages: Iterable[Rows]) -> None:
+    def cells(r: dict[str, Any]) -> list[str]:
         fields = ", ".join(
             f"{k}={_short(json.dumps(v) if not isinstance(v, str) else v, 40)}"
             for k, v in r["payload"].items()
         )
-        table.add_row(
+        return [
             str(r["seq"]),
             _time(r["occurred_at"]),
             r["type"],
-            _short(r["node"], 40),
-            _short(r["actor"], 40),
+            _short(r["node"], 16),
+            _short(r["actor"], 24),
             _short(fields, 80),
-        )
-    _console.print(table)
+        ]
+
+    columns: list[tuple[str, int | None]] = [
+        ("seq", 8), ("time", 20), ("type", _TYPE_WIDTH), ("node", 16), ("actor", 24),
+        ("fields", None),
+    ]  # fmt: skip
+    if not _page_tables(pages, columns, cells, flexible_max=80):
+        _console.print("no events")
 
 
 def sql(result: dict[str, Any]) -> None:
-    table = Table(*(_short(c, 60) for c in result["columns"]))
-    for row in result["rows"]:
-        table.add_row(*("NULL" if v is None else _short(v, 60) for v in row))
-    _console.print(table)
-    n = len(result["rows"])
-    _console.print(f"{n} row{'s' if n != 1 else ''}")
+    sql_pages([result])
+
+
+def sql_pages(parts: Iterable[dict[str, Any]]) -> None:
+    """Rows of a query, a page at a time: the columns are as wide as the first page needs
+    (up to 60), and a longer value on a later page is cut to that width."""
+    names: list[str] = []
+
+    def pages() -> Iterator[list[Any]]:
+        for part in parts:
+            names[:] = [_short(c, 60) for c in part["columns"]]
+            yield part["rows"]
+
+    def cells(row: list[Any]) -> list[str]:
+        return ["NULL" if v is None else _short(v, 60) for v in row]
+
+    def widths(rows: list[list[str]]) -> list[int]:
+        return [
+            max([4, cell_len(name), *(cell_len(row[i]) for row in rows)])
+            for i, name in enumerate(names)
+        ]
+
+    out = _console.file
+    count = _print_rows(pages(), names, widths, cells)
+    if not count and names:
+        header = _line(names, [max(4, cell_len(n)) for n in names])
+        out.write(f"{header}\n{'─' * cell_len(header)}\n")
+    _console.print(_plural(count, "row"))
 
 
 def rebuild(data: dict[str, Any]) -> None:

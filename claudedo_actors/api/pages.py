@@ -1,0 +1,302 @@
+"""Replies larger than a NATS message: documents of pages, chunks, and how a client joins them.
+
+A reply is a sequence of JSON documents, each `{"ok": part}` or `{"error": ...}`. A listing
+(tasks, audit, runs, sql) is one document per page of rows, so a client can print a page as
+it arrives; any other reply is one document. A document larger than a message is split into
+chunks: every chunk but its last carries CONTINUED. Every message but the last of the reply
+carries NEXT, the subject the client requests (with an empty body) for the next message: the
+client pulls, so a slow reader never makes the server buffer a whole listing for it. See
+docs/architecture.md ("Replies") and docs/decisions/0016-large-replies.md.
+
+Import-light (msgspec only): the CLI uses the joining half.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from events.errors import ClaudeDoError
+
+log = logging.getLogger("claudedo.api")
+
+NEXT = "Claudedo-Next"
+CONTINUED = "Claudedo-Continued"
+# Room left in a message for its headers (NEXT's subject is under 100 bytes).
+HEADROOM = 1024
+# Rows a listing reads from the projection at a time: one short projector call each.
+PAGE_ROWS = 1000
+
+_encode = msgspec.json.encode
+
+
+@dataclass
+class Pages:
+    """A listing, page by page: `pages` yields lists of JSON-ready rows, in order.
+
+    With `columns` (sql), each document is `{"columns": columns, "rows": page}`; otherwise it
+    is the page itself, a JSON array, and the pages joined are the listing."""
+
+    pages: AsyncIterator[list[Any]]
+    columns: list[str] | None = field(default=None)
+
+    @staticmethod
+    def of(rows: list[Any], columns: list[str] | None = None) -> Pages:
+        """Rows already read, as one page."""
+
+        async def one() -> AsyncIterator[list[Any]]:
+            yield rows
+
+        return Pages(one(), columns)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message of a reply: a payload, and whether the document goes on in the next."""
+
+    payload: bytes
+    continued: bool = False
+
+
+async def messages(value: Any, budget: int) -> AsyncGenerator[Message, None]:
+    """The messages of a reply: `value` is a `{"ok"|"error": ...}` dict or Pages, each message
+    at most `budget` bytes. Rows of a page share a document while they fit; a document that
+    does not fit one message is chunked."""
+    if not isinstance(value, Pages):
+        for message in _chunks(_encode(value), budget):
+            yield message
+        return
+    head = b'{"ok":['
+    tail = b"]}"
+    if value.columns is not None:
+        head = b'{"ok":{"columns":' + _encode(value.columns) + b',"rows":['
+        tail = b"]}}"
+    sent = False
+    try:
+        async for message in _page_messages(value.pages, head, tail, budget):
+            sent = True
+            yield message
+    finally:
+        close = getattr(value.pages, "aclose", None)
+        if close is not None:
+            await close()
+    if not sent:
+        yield Message(head + tail)
+
+
+async def _page_messages(
+    pages: AsyncIterator[list[Any]], head: bytes, tail: bytes, budget: int
+) -> AsyncGenerator[Message, None]:
+    fixed = len(head) + len(tail)
+    async for page in pages:
+        rows: list[bytes] = []
+        size = fixed
+        for row in page:
+            data = _encode(row)
+            if rows and size + len(data) + 1 > budget:
+                for message in _chunks(head + b",".join(rows) + tail, budget):
+                    yield message
+                rows, size = [], fixed
+            rows.append(data)
+            size += len(data) + 1
+        if rows:
+            for message in _chunks(head + b",".join(rows) + tail, budget):
+                yield message
+
+
+class TooLarge(Exception):
+    """A reply that needs more than one message, for a client that did not ask for pages."""
+
+
+async def single(value: Any, budget: int) -> bytes:
+    """The one message of a reply to a client that reads one (`paged` false): a listing's
+    pages joined in one document.
+
+    Raises TooLarge as soon as the document grows past `budget` (a listing is not read to its
+    end for that)."""
+    if not isinstance(value, Pages):
+        data = _encode(value)
+        if len(data) > budget:
+            raise TooLarge()
+        return data
+    rows: list[bytes] = []
+    size = 0
+    try:
+        async for page in value.pages:
+            for row in page:
+                rows.append(_encode(row))
+                size += len(rows[-1]) + 1
+                if size > budget:
+                    raise TooLarge()
+    finally:
+        close = getattr(value.pages, "aclose", None)
+        if close is not None:
+            await close()
+    joined = b"[" + b",".join(rows) + b"]"
+    if value.columns is not None:
+        data = b'{"ok":{"columns":' + _encode(value.columns) + b',"rows":' + joined + b"}}"
+    else:
+        data = b'{"ok":' + joined + b"}"
+    if len(data) > budget:
+        raise TooLarge()
+    return data
+
+
+class ReplyStreams:
+    """The replies of this node that clients are pulling, by token.
+
+    `publish(subject, payload, headers)` sends a message. A reply nobody pulled for `idle_s`
+    is dropped (its client went away), with whatever it still held."""
+
+    def __init__(
+        self,
+        publish: Callable[[str, bytes, dict[str, str]], Awaitable[None]],
+        prefix: str,
+        idle_s: float,
+    ) -> None:
+        self._publish = publish
+        self.prefix = prefix
+        self._idle_s = idle_s
+        self._streams: dict[str, _Stream] = {}
+        self._closing: set[asyncio.Future[None]] = set()
+
+    @property
+    def held(self) -> int:
+        """How many replies wait for their client."""
+        return len(self._streams)
+
+    async def send(self, reply_to: str, items: AsyncGenerator[Message, None]) -> None:
+        """Send the first message of a reply; keep the rest for the client to pull."""
+        stream = _Stream(items)
+        await stream.prime()
+        token = secrets.token_hex(8)
+        await self._send(reply_to, token, stream)
+
+    async def on_next(self, reply_to: str, token: str) -> None:
+        """The client asks for the next message of reply `token`."""
+        stream = self._streams.get(token)
+        if stream is None:
+            error = {
+                "error": {
+                    "code": "not_found",
+                    "message": f"this reply is no longer held (unasked for {self._idle_s:g}s); "
+                    "ask again",
+                }
+            }
+            await self._publish(reply_to, _encode(error), {})
+            return
+        async with stream.lock:
+            await self._send(reply_to, token, stream)
+
+    async def _send(self, reply_to: str, token: str, stream: _Stream) -> None:
+        message, more = await stream.take()
+        headers: dict[str, str] = {}
+        if message.continued:
+            headers[CONTINUED] = "1"
+        if more:
+            headers[NEXT] = f"{self.prefix}.{token}"
+            self._streams[token] = stream
+            stream.expire_in(self._idle_s, lambda: self.drop(token))
+        else:
+            self._streams.pop(token, None)
+            await stream.close()
+        await self._publish(reply_to, message.payload, headers)
+
+    def drop(self, token: str) -> None:
+        stream = self._streams.pop(token, None)
+        if stream is not None:
+            closing = asyncio.ensure_future(stream.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        for token in list(self._streams):
+            stream = self._streams.pop(token)
+            await stream.close()
+
+
+class _Stream:
+    """A reply's messages, read one ahead (whether more follow decides NEXT), and the one
+    after that read while the client handles the message sent."""
+
+    def __init__(self, items: AsyncGenerator[Message, None]) -> None:
+        self._items = items
+        self._ready: Message | None = None
+        self._ahead: asyncio.Task[Message | None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._failed = False
+        self.lock = asyncio.Lock()
+
+    async def _pull(self) -> Message | None:
+        """The next message; an error while reading the reply ends it with an error document."""
+        if self._failed:
+            return None
+        try:
+            return await anext(self._items, None)
+        except ClaudeDoError as exc:
+            error = {"code": exc.code, "message": " ".join(exc.message.split())[:500]}
+        except Exception as exc:
+            log.exception("reading a reply failed")
+            detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+            error = {"code": "internal", "message": f"internal error: {detail}"}
+        self._failed = True
+        return Message(_encode({"error": error}))
+
+    async def prime(self) -> None:
+        self._ready = await self._pull()
+        if self._ready is not None:
+            self._ahead = asyncio.ensure_future(self._pull())
+
+    async def take(self) -> tuple[Message, bool]:
+        """The next message, and whether another follows it."""
+        message = self._ready
+        assert message is not None, "a stream is dropped after its last message"
+        following = await self._ahead if self._ahead is not None else None
+        self._ready, self._ahead = following, None
+        if following is not None:
+            self._ahead = asyncio.ensure_future(self._pull())
+        return message, following is not None
+
+    def expire_in(self, seconds: float, drop: Callable[[], None]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(seconds, drop)
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._ahead is not None:
+            self._ahead.cancel()
+            with contextlib.suppress(BaseException):
+                await self._ahead
+        with contextlib.suppress(Exception):
+            await self._items.aclose()
+
+
+def _chunks(document: bytes, budget: int) -> Iterator[Message]:
+    if len(document) <= budget:
+        yield Message(document)
+        return
+    view = memoryview(document)
+    for start in range(0, len(document), budget):
+        yield Message(bytes(view[start : start + budget]), start + budget < len(document))
+
+
+def join(parts: Iterable[Any]) -> Any:
+    """The reply's value from its documents' `ok` parts: one part is the value; the pages of
+    a listing are joined (arrays concatenated; sql's `rows` concatenated under its columns)."""
+    parts = list(parts)
+    if len(parts) == 1:
+        return parts[0]
+    if all(isinstance(p, list) for p in parts):
+        return [row for part in parts for row in part]
+    if parts and all(isinstance(p, dict) and "rows" in p for p in parts):
+        return {**parts[0], "rows": [row for part in parts for row in part["rows"]]}
+    raise ValueError("the reply's parts are not pages of one listing")
