@@ -109,8 +109,19 @@ class EventLog:
         self._ack_prefix = ""
         self._ack_counter = 0
 
-    async def ensure_stream(self, replicas: int = 1) -> None:
-        """Create the streams if missing; an existing stream is left as it is."""
+    def cluster_size(self) -> int:
+        """How many servers the connected NATS cluster has (1 for a single server), as its
+        INFO tells: every server's client URL is listed once it joined."""
+        info = getattr(self._nc, "_server_info", None) or {}
+        if not info.get("cluster"):
+            return 1
+        return max(1, len(set(info.get("connect_urls") or [])))
+
+    async def ensure_stream(self, replicas: int | None = None) -> None:
+        """Create the streams if missing; an existing stream is left as it is. `replicas`:
+        how many servers keep each message (default: min(3, the cluster's size))."""
+        if replicas is None:
+            replicas = min(3, self.cluster_size())
         try:
             await self._js.stream_info(self.stream)
         except NotFoundError:

@@ -481,7 +481,8 @@ def _worktree_merged(s: TaskState, e: ev.WorktreeMerged, at: datetime, seq: int)
 
 def _worktree_discarded(s: TaskState, e: ev.WorktreeDiscarded, at: datetime, seq: int) -> TaskState:
     s = replace(s, review=None, review_node=None)
-    return _with_worktree(s, at, seq, status="discarded", kept_ref=e.kept_ref)
+    head = e.head_commit or (s.worktree.head_commit if s.worktree is not None else None)
+    return _with_worktree(s, at, seq, status="discarded", kept_ref=e.kept_ref, head_commit=head)
 
 
 def _review_started(s: TaskState, e: ev.ReviewStarted, at: datetime, seq: int) -> TaskState:

@@ -47,6 +47,7 @@ from projections import queries as q
 from projections.store import FORMAT_VERSION, drop_if_out_of_date
 
 log = logging.getLogger("claudedo.node")
+REPLICAS_ENV = "CLAUDEDO_REPLICAS"
 
 
 def check_nats_url(url: str) -> None:
@@ -100,9 +101,20 @@ class Node:
         nats_url: str | None = None,
         slots: int = 2,
         claude_bin: str | None = None,
+        replicas: int | None = None,
     ) -> None:
+        """`replicas`: how many servers keep the streams when this node creates them
+        (default: CLAUDEDO_REPLICAS, else min(3, the NATS cluster's size))."""
         if slots < 0:
             raise ClaudeDoError("--slots must not be negative", code="invalid")
+        if replicas is None and os.environ.get(REPLICAS_ENV):
+            try:
+                replicas = int(os.environ[REPLICAS_ENV])
+            except ValueError:
+                replicas = 0
+        if replicas is not None and not 1 <= replicas <= 5:
+            raise ClaudeDoError(f"{REPLICAS_ENV} must be 1 to 5 (replicas)", code="invalid")
+        self.replicas = replicas
         self.home = Home(home)
         self.nats_url = nats_url
         self.slots = slots
@@ -182,7 +194,7 @@ class Node:
                 f"cannot connect to NATS at {url}: {reason}", code="no_nats"
             ) from None
         assert bridge.log is not None and bridge.nc is not None
-        bridge.call(bridge.log.ensure_stream())
+        bridge.call(bridge.log.ensure_stream(self.replicas))
 
         old_format = drop_if_out_of_date(self.home.projection_file)
         if old_format is not None:

@@ -63,7 +63,7 @@ def read_log(url: str) -> list[tuple[int, ev.Envelope]]:
 def check(
     report: Report,
     url: str,
-    projection_file: Path,
+    projection_file: Path | list[Path],
     repos: list[Path],
     node_ids: list[str],
     acked_titles: set[str] | None = None,
@@ -73,7 +73,10 @@ def check(
     log = read_log(url)
     report.counts["events"] = len(log)
     _exactly_once(report, log, acked_titles)
-    rebuilt = _projection_equals_a_rebuild(report, url, projection_file, log)
+    files = projection_file if isinstance(projection_file, list) else [projection_file]
+    for extra in files[1:]:
+        _projection_equals_a_rebuild(report, url, extra, log).close()
+    rebuilt = _projection_equals_a_rebuild(report, url, files[0], log)
     tasks = [t for t in (rebuilt.task_state(i) for i in _task_ids(log)) if t is not None]
     report.counts["tasks"] = len(tasks)
     report.counts["runs"] = sum(len(t.runs) for t in tasks)
@@ -169,13 +172,8 @@ def _worktree_matches_its_events(report: Report, task: TaskState) -> None:
     path = Path(tree.path)
     if tree.status == "active" and not path.is_dir():
         report.violations.append(f"task {task.id[:8]}: active worktree {path} is not on disk")
-    if tree.status == "discarded":
-        if path.exists():
-            report.violations.append(f"task {task.id[:8]}: discarded worktree still on disk")
-        if tree.repo and tree.kept_ref and tree.head_commit:
-            kept = _git(Path(tree.repo), "rev-parse", "--verify", "--quiet", tree.kept_ref)
-            if kept != tree.head_commit:
-                report.violations.append(f"task {task.id[:8]}: {tree.kept_ref} lost its commit")
+    if tree.status == "discarded" and path.exists():
+        report.violations.append(f"task {task.id[:8]}: discarded worktree still on disk")
 
 
 def _commits_reachable(
@@ -194,6 +192,13 @@ def _commits_reachable(
         elif isinstance(e, ev.WorktreeMerged):
             recorded.add(e.merge_commit)
     report.counts["commits"] = len(recorded)
+    for _, env in log:  # every discard's own ref still points at what it kept
+        e = env.event
+        if not (isinstance(e, ev.WorktreeDiscarded) and e.kept_ref and e.head_commit):
+            continue
+        kept = {_git(r, "rev-parse", "--verify", "--quiet", e.kept_ref) for r in repos}
+        if e.head_commit not in kept:
+            report.violations.append(f"{e.kept_ref} no longer points at {e.head_commit[:10]}")
     for commit in sorted(recorded - reachable):
         report.violations.append(f"recorded commit {commit[:10]} is no longer reachable")
 

@@ -87,7 +87,9 @@ def _finish(report: Report, runners: list[Runner], url: str, repos: list[Path],
     assert report.violations == []
 
 
-@pytest.mark.parametrize("kills", [6, pytest.param(120, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "kills", [6, pytest.param(120, marks=[pytest.mark.slow, pytest.mark.timeout(3600)])]
+)
 def test_a_kill_9_of_the_node_at_random_moments(
     tmp_path: Path, own_nats: EmbeddedNats, kills: int
 ) -> None:
@@ -111,7 +113,9 @@ def test_a_kill_9_of_the_node_at_random_moments(
     _finish(report, [runner], own_nats.url, [repo], acked, tmp_path)
 
 
-@pytest.mark.parametrize("rounds", [1, pytest.param(5, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "rounds", [1, pytest.param(5, marks=[pytest.mark.slow, pytest.mark.timeout(3600)])]
+)
 def test_nats_paused_and_killed_under_load(
     tmp_path: Path, own_nats: EmbeddedNats, rounds: int
 ) -> None:
@@ -153,7 +157,9 @@ def test_nats_paused_and_killed_under_load(
     _finish(report, [runner], own_nats.url, [repo], acked, tmp_path)
 
 
-@pytest.mark.parametrize("tasks", [120, pytest.param(1000, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "tasks", [120, pytest.param(1000, marks=[pytest.mark.slow, pytest.mark.timeout(3600)])]
+)
 def test_two_nodes_race_for_instant_tasks(
     tmp_path: Path, own_nats: EmbeddedNats, tasks: int
 ) -> None:
@@ -179,7 +185,9 @@ def test_two_nodes_race_for_instant_tasks(
     _finish(report, [a, b], own_nats.url, [repo], acked, tmp_path)
 
 
-@pytest.mark.parametrize("ops", [40, pytest.param(400, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "ops", [40, pytest.param(400, marks=[pytest.mark.slow, pytest.mark.timeout(3600)])]
+)
 def test_review_and_queue_interleavings(tmp_path: Path, own_nats: EmbeddedNats, ops: int) -> None:
     rng = random.Random(ops)
     repo = _repo(tmp_path)
