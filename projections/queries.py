@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -325,17 +326,22 @@ RUN_FIELDS = (
     "run_number, is_retry, is_continue, session_id, exit_code, cause, success, turn_count, "
     "tokens_in, tokens_out, cache_read_tokens, cache_creation_tokens, cost_usd, duration_ms, "
     "cli_version, model, permission_mode, resume_session_id, result, error, log_path, "
-    "line_count, transcript_sha256, node_id, slot, started_at, finished_at"
+    "line_count, transcript_sha256, node_id, slot, started_at, finished_at, terminal_reason, "
+    "permission_denials"
 )
 
 
 def runs_of_task(p: Projection, task_id: str) -> list[dict[str, Any]]:
-    """Every run of a task, first first."""
-    return _dicts(
+    """Every run of a task, first first; `permission_denials` as the list of refused calls."""
+    rows = _dicts(
         p.con.execute(
             f"SELECT {RUN_FIELDS} FROM runs WHERE task_id = ? ORDER BY run_number", [task_id]
         )
     )
+    for row in rows:
+        denials = row["permission_denials"]
+        row["permission_denials"] = json.loads(denials) if denials else []
+    return rows
 
 
 def board(p: Projection) -> dict[str, Any]:

@@ -120,6 +120,9 @@ def test_a_write_outside_the_worktree_is_refused_and_recorded_as_a_permission_de
     (denial,) = finished["permission_denials"]
     assert (denial["tool_name"], denial["tool_input"]) == ("Write", write)
     assert denial["tool_use_id"]
+    (run,) = runner.ask("runs", task=task_id)  # the run's record says so too
+    assert run["terminal_reason"] == "completed"
+    assert [d["tool_name"] for d in run["permission_denials"]] == ["Write"]
 
 
 def test_continue_resumes_the_session_and_the_api_sees_the_earlier_conversation(
