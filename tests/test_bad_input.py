@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,51 +14,22 @@ from typing import Any
 import msgspec
 import nats
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 import events as ev
-from events.wire import WireConnection
-from tests.conftest import NodeProcess, _git, wait_until
+from claudedo_actors.api.handlers import ROUTES
+from tests.api_support import Api, assert_refused, make_repo
+from tests.conftest import NodeProcess, wait_until
 
 INT32 = 2**31 - 1
-
-
-class Api:
-    """Raw requests to a node's API: bytes in, the decoded reply out."""
-
-    def __init__(self, node: NodeProcess) -> None:
-        self.node = node
-        self.url = json.loads((node.home / "node.json").read_text())["nats_url"]
-
-    def raw(self, verb: str, data: bytes) -> dict[str, Any]:
-        conn = WireConnection(self.url, 30)
-        try:
-            reply: dict[str, Any] = msgspec.json.decode(conn.request(f"claudedo.api.{verb}", data))
-            return reply
-        finally:
-            conn.close()
-
-    def ask(self, verb: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return self.raw(verb, msgspec.json.encode(payload))
-
-    def ok(self, verb: str, payload: dict[str, Any] | None = None) -> Any:
-        reply = self.ask(verb, payload or {})
-        assert "ok" in reply, (verb, payload, reply)
-        return reply["ok"]
-
-    def last_seq(self) -> int:
-        return int(self.ok("info")["last_seq"])
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     """One node for the module (no slots), with a list `demo` on a repository and a task."""
     root = tmp_path_factory.mktemp("bad-input")
-    repo = root / "repo"
-    repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
-    (repo / "README.md").write_text("hello\n")
-    _git(repo, "add", "README.md")
-    _git(repo, "commit", "-q", "-m", "init")
+    repo = make_repo(root / "repo")
     node = NodeProcess(root / "home").start()
     client = Api(node)
     client.ok("list.add", {"name": "demo", "dir": str(repo)})
@@ -66,18 +40,6 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
 
 def _task_id(api: Api) -> str:
     return str(api.ok("tasks", {"list": "demo", "limit": 1})[0]["id"])
-
-
-def assert_refused(api: Api, verb: str, payload: dict[str, Any], code: str = "invalid") -> str:
-    """The request gets a one-line error with `code`, and the log is as it was."""
-    before = api.last_seq()
-    reply = api.ask(verb, payload)
-    assert "error" in reply, (verb, payload, reply)
-    assert reply["error"]["code"] == code, (verb, payload, reply)
-    message = reply["error"]["message"]
-    assert message and "\n" not in message and len(message) <= 500
-    assert api.last_seq() == before, (verb, payload, "appended events")
-    return str(message)
 
 
 # --- 1. every request carries the catalog's ranges ----------------------------------------
@@ -356,3 +318,247 @@ def test_log_reads_no_file_the_log_names_outside_a_logs_folder(api: Api, tmp_pat
     res = api.node.cli("log", task_id)
     assert "do not print me" not in res.out + res.err
     assert "Traceback" not in res.err and res.err.count("\n") <= 1
+
+
+# --- 6. fuzz: every request, any input ------------------------------------------------------
+
+FUZZ_EXAMPLES = 300  # the default run: well under a minute
+FUZZ_EXAMPLES_SLOW = 5000
+# What the fuzz tried, by category, in this process (written to CLAUDEDO_FUZZ_REPORT, a file,
+# when set: docs/reliability.md quotes it).
+TRIED: collections.Counter[str] = collections.Counter()
+
+
+class World:
+    """What the fuzz's node holds, for requests that name real things."""
+
+    def __init__(self, api: Api, root: Path) -> None:
+        self.api = api
+        self.repo = make_repo(root / "repo")
+        dirty = make_repo(root / "dirty")
+        (dirty / "README.md").write_text("changed, not committed\n")
+        (dirty / "untracked.txt").write_text("new\n")
+        bare = root / "bare.git"
+        subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+        (root / "plain").mkdir()
+        (root / "a-file").write_text("x")
+        self.dirs = {
+            "repository": str(self.repo),
+            "dirty work tree": str(dirty),
+            "repository without commits": str(make_repo(root / "empty", commit=False)),
+            "bare repository": str(bare),
+            "folder, not git": str(root / "plain"),
+            "missing": str(root / "missing"),
+            "a file": str(root / "a-file"),
+            ".git folder": str(self.repo / ".git"),
+            "relative": "relative/dir",
+            "root": "/",
+            "dotdot": str(self.repo / ".." / "repo" / ".." / ".."),
+        }
+        api.ok("list.add", {"name": "demo", "dir": str(self.repo)})
+        api.ok("list.add", {"name": "-sandbox"})
+        self.tasks = [
+            api.ok("task.add", {"list": "demo", "title": "fuzzed", "subtasks": ["a", "b"]})["id"],
+            api.ok("task.add", {"list": "-sandbox", "title": "-queued", "queue": True})["id"],
+        ]
+        self.lists = [row["id"] for row in api.ok("list.ls")]
+
+
+@pytest.fixture(scope="module")
+def fuzz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("fuzz")
+    node = NodeProcess(root / "home").start()
+    world = World(Api(node), root)
+    yield world
+    node.stop()
+    report = os.environ.get("CLAUDEDO_FUZZ_REPORT")
+    if report:
+        Path(report).write_text(json.dumps(dict(sorted(TRIED.items())), indent=2) + "\n")
+
+
+BAD_TEXT = {
+    "leading dash": ["-", "--queue", "-d x", "--help"],
+    "rich markup": ["[red]x[/red]", "[bold]", ":smile:", "[/]"],
+    "control characters": ["\x00", "a\x00b", "\x1b[2J", "\r\n", "\t", "\x7f", "\u2028"],
+    "unicode": ["é", "e\u0301", "\u202eevil", "\u200b", "😀" * 50, "中文", "\ufeff", "\U0001d518"],
+    "path-like": ["..", "../..", "/", "a/b", "/etc/passwd", "~", ".", "a.b", "*", ">"],
+    "blank": ["", " ", "   \t"],
+}
+HUGE = [201, 501, 4097, 100_001, 300_000]
+WRONG_TYPES = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+    st.lists(st.integers(), max_size=3), st.text(max_size=5),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)  # fmt: skip
+NUMBERS = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([0, -1, 1, 2**31 - 1, 2**31, 2**53 + 1, 1e12, 1e13, 1e9, 1e300, 0.5, -0.0]),
+)
+SQL = st.sampled_from([
+    "select 1", "select * from tasks", "select count(*) from events", "delete from tasks",
+    "select * from read_csv('/etc/passwd')", "attach 'x.db'", "select 1; select 2", "",
+    "select repeat('x', 2000000)", "select * from range(5000)", "pragma version",
+    "copy tasks to 'x'",
+])  # fmt: skip
+
+
+def _text(data: st.DataObject, tags: set[str], max_size: int = 60) -> str:
+    """Text of any kind: plain, one of the awkward kinds above, random unicode, or huge."""
+    kind = data.draw(st.sampled_from(["plain", "random", "huge", *BAD_TEXT]))
+    if kind == "plain":
+        return data.draw(st.text(st.characters(codec="ascii", categories=["L", "N"]), max_size=20))
+    if kind == "random":
+        tags.add("random unicode text")
+        return data.draw(st.text(max_size=max_size))
+    if kind == "huge":
+        tags.add("huge string")
+        return "x" * data.draw(st.sampled_from(HUGE))
+    tags.add(kind)
+    return data.draw(st.sampled_from(BAD_TEXT[kind]))
+
+
+def _ref(data: st.DataObject, world: World, tags: set[str], real: list[str]) -> str:
+    kind = data.draw(st.sampled_from(["real", "prefix", "unknown id", "text"]))
+    if kind == "real":
+        return data.draw(st.sampled_from(real))
+    if kind == "prefix":
+        ref = data.draw(st.sampled_from(real))
+        return ref[: data.draw(st.integers(1, len(ref)))]
+    if kind == "unknown id":
+        tags.add("unknown id")
+        return str(data.draw(st.uuids()))
+    return _text(data, tags)
+
+
+def _value(name: str, data: st.DataObject, world: World, tags: set[str]) -> Any:
+    """A value for request field `name`: most often of the right type, sometimes not."""
+    if data.draw(st.integers(0, 9)) == 0:
+        tags.add("wrong type")
+        return data.draw(WRONG_TYPES)
+    if name == "task" or name == "after":
+        return _ref(data, world, tags, world.tasks)
+    if name == "tasks":
+        if data.draw(st.integers(0, 19)) == 0:
+            tags.add("huge list")
+            return [world.tasks[0]] * 1001
+        return data.draw(st.lists(st.builds(lambda: None), max_size=4).map(
+            lambda xs: [_ref(data, world, tags, world.tasks) for _ in xs]
+        ))  # fmt: skip
+    if name == "list":
+        return _ref(data, world, tags, [*world.lists, "demo", "-sandbox"])
+    if name in ("dir", "agent_path"):
+        kind = data.draw(st.sampled_from([*world.dirs, "text"]))
+        if kind == "text":
+            return _text(data, tags)
+        tags.add(f"list dir: {kind}")
+        return world.dirs[kind]
+    if name in ("max_turns", "max_budget_usd", "timeout_s", "limit", "offset"):
+        tags.add("number, any range")
+        return data.draw(NUMBERS)
+    if name in ("queue", "stat", "paged"):
+        return data.draw(st.booleans())
+    if name == "query":
+        return data.draw(st.one_of(SQL, st.text(max_size=40)))
+    if name == "status":
+        return data.draw(
+            st.one_of(st.sampled_from(["draft", "queued", "done"]), st.text(max_size=9))
+        )
+    if name == "permission_mode":
+        return data.draw(
+            st.one_of(st.sampled_from(["plan", "acceptEdits", "yolo"]), st.text(max_size=9))
+        )
+    if name in ("titles", "subtasks", "allowed_tools"):
+        if data.draw(st.integers(0, 19)) == 0:
+            tags.add("huge list")
+            return ["1"] * 1001
+        n = data.draw(st.integers(0, 3))
+        return [_text(data, tags) if data.draw(st.booleans()) else str(i + 1) for i in range(n)]
+    return _text(data, tags)
+
+
+def _request(verb: str, data: st.DataObject, world: World) -> tuple[bytes, set[str]]:
+    """The bytes of one request to `verb`, and the categories of bad input in it."""
+    shape = data.draw(
+        st.sampled_from(["fields"] * 12 + ["not JSON", "JSON, not an object", "empty body"])
+    )
+    if shape == "not JSON":
+        body = data.draw(
+            st.one_of(st.binary(max_size=64), st.sampled_from([b"{", b"\xff", b'{"a":']))
+        )
+        return body, {shape}
+    if shape == "JSON, not an object":
+        return msgspec.json.encode(data.draw(WRONG_TYPES)), {shape}
+    if shape == "empty body":
+        return b"", {shape}
+    tags: set[str] = set()
+    payload: dict[str, Any] = {}
+    req_type = ROUTES[verb][0]
+    for field in msgspec.structs.fields(req_type):
+        if field.required and data.draw(st.integers(0, 14)) == 0:
+            tags.add("missing required field")
+            continue
+        if not field.required and data.draw(st.booleans()):
+            continue
+        payload[field.encode_name] = _value(field.encode_name, data, world, tags)
+    if data.draw(st.integers(0, 14)) == 0:
+        tags.add("unknown field")
+        payload[data.draw(st.text(min_size=1, max_size=8))] = 1
+    return msgspec.json.encode(payload), tags or {"well-formed"}
+
+
+def _one_request(world: World, data: st.DataObject) -> None:
+    verb = data.draw(st.sampled_from(sorted(ROUTES)), label="verb")
+    body, tags = _request(verb, data, world)
+    if len(body) > 1_000_000:
+        tags = {"request over the NATS message limit"}
+        body = body[:1000]  # the client refuses to send it (tests/test_cli.py)
+    for tag in tags:
+        TRIED[tag] += 1
+        event(tag)
+    TRIED["requests"] += 1
+    before = world.api.last_seq()
+    reply = world.api.raw(verb, body)  # fails on a reply that is not well formed
+    TRIED[f"reply: {reply['error']['code'] if 'error' in reply else 'ok'}"] += 1
+    if "error" in reply:
+        assert reply["error"]["code"] != "internal", (verb, body[:300], reply)
+        assert world.api.last_seq() == before, (verb, body[:300], reply, "appended events")
+    assert world.api.node.proc is not None and world.api.node.proc.poll() is None
+
+
+def _snapshot(api: Api) -> dict[str, Any]:
+    tables = {t: api.ok("sql", {"query": f"select * from {t} order by all"})["rows"]
+              for t in ("lists", "tasks", "subtasks", "runs", "worktrees")}  # fmt: skip
+    tables["events"] = api.ok("sql", {"query": "select count(*), max(seq) from events"})["rows"]
+    return tables
+
+
+def _fuzz_then_check(world: World, examples: int) -> None:
+    run = settings(
+        max_examples=examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )(given(data=st.data())(lambda data: _one_request(world, data)))
+    run()
+    api = world.api
+    info = api.ok("info")  # the node answers, and has applied every event it logged
+    assert info["checkpoint_seq"] == info["last_seq"]
+    skipped = api.ok("sql", {"query": "select count(*) from skipped_messages"})["rows"]
+    assert skipped == [[0]]  # every event a request appended was folded
+    before = _snapshot(api)
+    assert before["events"] == [[info["last_seq"], info["last_seq"]]]
+    api.ok("projections.rebuild")
+    assert _snapshot(api) == before
+
+
+def test_every_request_gets_a_well_formed_reply_and_refusals_change_nothing(
+    fuzz: World,
+) -> None:
+    _fuzz_then_check(fuzz, FUZZ_EXAMPLES)
+
+
+@pytest.mark.slow
+def test_every_request_gets_a_well_formed_reply_and_refusals_change_nothing_long(
+    fuzz: World,
+) -> None:
+    _fuzz_then_check(fuzz, FUZZ_EXAMPLES_SLOW)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import events as ev
 from claudedo_actors.api import pages
@@ -238,3 +241,35 @@ def test_listings_work_at_100k_tasks(tmp_path: Path) -> None:
         assert node.cli("sql", "select * from tasks", timeout_s=600).out.endswith("100000 rows\n")
     finally:
         node.stop()
+
+
+_ROWS = st.lists(
+    st.dictionaries(st.text(max_size=5), st.text(max_size=300), max_size=4), max_size=40
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pages_=st.lists(_ROWS, max_size=5), budget=st.integers(64, 4096), sql=st.booleans())
+def test_a_reply_cut_into_messages_joins_back_to_itself(
+    pages_: list[list[dict[str, str]]], budget: int, sql: bool
+) -> None:
+    columns = ["a", "b"] if sql else None
+
+    async def cut() -> list[pages.Message]:
+        async def read() -> AsyncIterator[list[Any]]:
+            for page in pages_:
+                yield page
+
+        return [m async for m in pages.messages(pages.Pages(read(), columns), budget)]
+
+    messages = asyncio.run(cut())
+    assert all(len(m.payload) <= budget for m in messages)
+    documents, chunks = [], []
+    for message in messages:
+        chunks.append(message.payload)
+        if not message.continued:
+            documents.append(msgspec.json.decode(b"".join(chunks))["ok"])
+            chunks = []
+    assert not messages[-1].continued
+    rows = [row for page in pages_ for row in page]
+    assert pages.join(documents) == ({"columns": columns, "rows": rows} if sql else rows)
