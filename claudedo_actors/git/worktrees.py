@@ -11,8 +11,12 @@ its folder or worktree went away starts from its branch, or from the work its di
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,14 +28,31 @@ from events.errors import Conflict
 KEPT_REF_PREFIX = "refs/claudedo/kept/"
 
 # git refuses concurrent `worktree add` on one repository (it locks shared files and fails
-# rather than waits): the slots of a node take turns per repository.
+# rather than waits): the slots of a node take turns per repository, and so do the nodes of
+# one machine (a file lock in the repository's git dir).
 _REPO_LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_LOCK = threading.Lock()
+_LOCK_FILE = "claudedo-worktrees.lock"
 
 
-def repo_lock(repo: str) -> threading.Lock:
+@contextlib.contextmanager
+def repo_lock(repo: str) -> Iterator[None]:
+    real = str(Path(repo).resolve())
     with _LOCKS_LOCK:
-        return _REPO_LOCKS.setdefault(str(Path(repo).resolve()), threading.Lock())
+        lock = _REPO_LOCKS.setdefault(real, threading.Lock())
+    with lock:
+        common = git(real, "rev-parse", "--git-common-dir").strip()
+        path = Path(real, common) / _LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:  # a read-only git dir: git itself will say what is wrong
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits for the other node's git, never fails
+            yield
+        finally:
+            os.close(fd)
 
 
 def branch_for(task_id: str) -> str:

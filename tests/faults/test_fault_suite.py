@@ -175,10 +175,15 @@ def test_two_nodes_race_for_instant_tasks(
         (a if i % 2 else b).add_task(title, "race")
         acked.add(title)
     _settle_all(a, timeout_s=600)
-    done = [r for r in a.ask("tasks") if r["status"] == "done"]
+    rows = a.ask("tasks")
+    done = [r for r in rows if r["status"] == "done"]
     report.counts["done"] = len(done)
-    if len(done) != tasks:
-        report.violations.append(f"{tasks - len(done)} tasks did not end done")
+    for row in rows:
+        if row["status"] != "done":
+            task = a.task(row["id"])
+            report.violations.append(
+                f"task {row['id'][:8]} ended {task['status']}: {task['cause']} {task['error']}"
+            )
     calls = len(a.agent_calls()) + len(b.agent_calls())
     if calls != tasks:
         report.violations.append(f"{calls} agent runs for {tasks} tasks")
