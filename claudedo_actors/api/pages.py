@@ -167,11 +167,6 @@ class ReplyStreams:
         self._streams: dict[str, _Stream] = {}
         self._closing: set[asyncio.Future[None]] = set()
 
-    @property
-    def held(self) -> int:
-        """How many replies wait for their client."""
-        return len(self._streams)
-
     async def send(self, reply_to: str, items: AsyncGenerator[Message, None]) -> None:
         """Send the first message of a reply; keep the rest for the client to pull."""
         stream = _Stream(items)
