@@ -120,6 +120,7 @@ def test_a_log_folder_that_cannot_be_made_fails_the_run_with_its_error(tmp_path:
     finally:
         runner.stop()
     assert task["status"] == "failed" and str(logs) in task["error"], task
+    assert "Internal error" not in task["error"] and task["cause"] == "log_failed"
     assert [r["finished_at"] is not None for r in task["runs"]] == [True]
 
 
@@ -138,12 +139,6 @@ def test_a_read_only_log_folder_fails_the_run_with_its_error(tmp_path: Path) -> 
     assert task["status"] == "failed" and "Permission denied" in task["error"], task
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner/run.py: RunOutput.close() raises ENOSPC from its last flush inside "
-    "RunActor._close(), before RunFinished is appended, and on_failure takes the same path: "
-    "the task stays running (reported to the runner's engineer)",
-)
 def test_a_full_log_disk_ends_the_run_with_a_terminal_event(tmp_path: Path) -> None:
     runner = Runner(tmp_path, slots=1).start()
     try:
@@ -158,3 +153,4 @@ def test_a_full_log_disk_ends_the_run_with_a_terminal_event(tmp_path: Path) -> N
     finally:
         runner.stop()
     assert task["status"] == "failed" and "No space left" in (task["error"] or ""), task
+    assert task["cause"] == "log_failed" and task["runs"][0]["finished_at"] is not None

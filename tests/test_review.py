@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -390,3 +391,45 @@ def test_a_review_begun_by_a_node_that_is_gone_is_ended(runner: Runner, demo: st
     (ended,) = audit_of(runner, task_id, "ReviewEnded")
     assert "ghost-node stopped during the discard" in ended["payload"]["error"]
     assert runner.task(task_id).get("review") is None
+
+
+def test_a_forged_worktree_path_in_the_log_is_never_worked_in_or_removed(
+    runner: Runner, demo: str, tmp_path: Path
+) -> None:
+    task_id = done_task(runner, demo)
+    tree = runner.task(task_id)["worktree"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("not ClaudeDo's\n")
+    forged = ev.WorktreeCreated(
+        path=str(elsewhere), branch=tree["branch"], base_branch="main",
+        base_commit=tree["base_commit"], repo=tree["repo"],
+    )  # fmt: skip
+    _append(runner, task_id, forged)
+    wait_until(lambda: runner.task(task_id)["worktree"]["path"] == str(elsewhere), 10)
+    with contextlib.suppress(Exception):
+        runner.ask("worktree.discard", task=task_id)
+    runner.ask("task.continue", task=task_id, prompt="Go on [fake:success]")
+    task = runner.wait_status(task_id)
+    assert (elsewhere / "precious.txt").read_text() == "not ClaudeDo's\n"
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["precious.txt"]
+    assert task["runs"][-1]["workdir"] != str(elsewhere)
+
+
+def test_a_list_dir_in_a_sub_folder_runs_the_agent_in_that_folder_of_the_worktree(
+    runner: Runner, git_repo: Path
+) -> None:
+    sub = git_repo / "service"
+    sub.mkdir()
+    (sub / "app.txt").write_text("app\n")
+    _git(git_repo, "add", "service")
+    _git(git_repo, "commit", "-q", "-m", "service")
+    name = f"sub-{uuid.uuid4().hex[:8]}"
+    runner.add_list(sub, name)
+    task_id = done_task(runner, name)
+    task = runner.task(task_id)
+    tree = task["worktree"]
+    assert task["runs"][0]["workdir"] == str(Path(tree["path"]) / "service")
+    assert tree["repo"] == str(git_repo.resolve())
+    files = git_out(git_repo, "show", "--name-only", "--format=", tree["branch"]).splitlines()
+    assert files == ["service/fake.txt"]

@@ -3,6 +3,10 @@
 A line larger than what one NATS message may carry is published in parts (headers
 `ClaudeDo-Line`, `ClaudeDo-Part: i/n`), never dropped. When the run ends, a last message with
 `ClaudeDo-End: <line count>` tells live readers there is nothing more.
+
+A write to the file that fails (a full disk) is remembered, not raised: the run goes on and
+its lines are still published live, but the run cannot succeed without its record
+(`write_error`, cause `log_failed`).
 """
 
 from __future__ import annotations
@@ -35,12 +39,17 @@ class RunOutput:
         self._file = open(path, "ab")  # noqa: SIM115 - open for the run's life, closed in close()
         self.line_count = 0
         self.last_line = b""
+        self.write_error: str | None = None
 
     def write(self, line: bytes) -> None:
         self.line_count += 1
         self.last_line = line
-        self._file.write(line + b"\n")
-        self._file.flush()  # `claudedo log` reads the file while the run goes on
+        if self.write_error is None:
+            try:
+                self._file.write(line + b"\n")
+                self._file.flush()  # `claudedo log` reads the file while the run goes on
+            except OSError as exc:
+                self.write_error = _why(self.path, exc)
         n = str(self.line_count)
         if len(line) <= self._chunk:
             self._publish(self.subject, line, {LINE_HEADER: n})
@@ -51,8 +60,15 @@ class RunOutput:
 
     def close(self) -> None:
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as exc:  # what was buffered could not be written either
+                self.write_error = self.write_error or _why(self.path, exc)
             self._publish(self.subject, b"", {END_HEADER: str(self.line_count)})
+
+
+def _why(path: Path, exc: OSError) -> str:
+    return f"Cannot write the run's log {path}: {exc.strerror or exc}"
 
 
 def log_path(logs_dir: Path, task_id: str, run_number: int) -> Path:

@@ -89,6 +89,11 @@ class NewWorktree:
     base_commit: str
 
 
+def toplevel(path: str) -> str:
+    """The top folder of the work tree `path` is in (a list's dir may be a sub-folder)."""
+    return str(Path(git(path, "rev-parse", "--show-toplevel").strip()).resolve())
+
+
 def branch_exists(repo: str, branch: str) -> bool:
     return git_ok(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}")
 
@@ -212,6 +217,11 @@ def uncommitted(path: str) -> list[str]:
     return [line for line in git(path, "status", "--porcelain").splitlines() if line]
 
 
+def worktree_of(repo: str, branch: str) -> str | None:
+    """The worktree of `repo` that has `branch` checked out, if any."""
+    return _checked_out_at(repo, branch)
+
+
 def _checked_out_at(repo: str, branch: str) -> str | None:
     """The worktree that has `branch` checked out, if any."""
     current: str | None = None
@@ -277,7 +287,11 @@ def discard_worktree(
     kept ref and the commit it points at (both None when the branch was already gone).
     """
     head: str | None = None
-    if Path(path).is_dir():
+    # Only the repository's own worktree on the task's branch is touched, whatever path the
+    # log names.
+    registered = _checked_out_at(repo, branch)
+    ours = registered is not None and Path(registered).resolve() == Path(path).resolve()
+    if ours:
         if uncommitted(path):
             git(path, "add", "--all")
             git(path, "commit", "--quiet", "--no-verify", "-m", message)
@@ -291,7 +305,7 @@ def discard_worktree(
     elif taken := kept_refs_of(repo, task_id):
         kept, head = taken[-1]  # an earlier discard that stopped half-way kept it already
     with repo_lock(repo):
-        if Path(path).is_dir():
+        if ours:
             git(repo, "worktree", "remove", "--force", path)
         git(repo, "worktree", "prune")
         if git(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False):

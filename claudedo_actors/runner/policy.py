@@ -27,7 +27,7 @@ from claudedo_actors.agent.command import AgentConfig, resolve_config
 from projections import ListState, RunState, TaskState
 
 # Causes after which the automatic retry would not help or would overspend.
-NO_RETRY_CAUSES = frozenset({"cancelled", "budget"})
+NO_RETRY_CAUSES = frozenset({"cancelled", "budget", "log_failed"})
 NODE_STOPPED = "The node stopped during the run."
 LIST_NOT_FOUND = "List not found."
 NO_PREVIOUS_RUN = "No previous run to continue."

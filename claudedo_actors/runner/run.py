@@ -88,13 +88,18 @@ class RunActor(pykka.ThreadingActor):
 
     def _spawn(self) -> None:
         spec = self.spec
-        self._output = RunOutput(
-            Path(spec.log_path),
-            spec.task_id,
-            spec.run_number,
-            self._facade.publish,
-            self._facade.max_payload,
-        )
+        try:
+            self._output = RunOutput(
+                Path(spec.log_path),
+                spec.task_id,
+                spec.run_number,
+                self._facade.publish,
+                self._facade.max_payload,
+            )
+        except OSError as exc:  # the log folder cannot be made or written: no run without it
+            error = f"Cannot write the run's log {spec.log_path}: {exc.strerror or exc}"
+            self._end(outcome_without_result("log_failed", error, self._reader))
+            return
         try:
             self._proc = AgentProcess(
                 spec.argv,
@@ -217,6 +222,11 @@ class RunActor(pykka.ThreadingActor):
         if self._cancelled:
             # The reference finalizes a cancelled run with exit code -1.
             outcome = msgspec.structs.replace(outcome, exit_code=-1)
+        failed = self._output.write_error if self._output is not None else None
+        if failed is not None and outcome.cause not in ("cancelled", "timeout"):
+            outcome = msgspec.structs.replace(
+                outcome, success=False, cause="log_failed", error=failed
+            )
         return outcome
 
     def _end(self, outcome: RunOutcome) -> None:

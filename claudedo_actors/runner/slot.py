@@ -36,7 +36,7 @@ from claudedo_actors.runner.run import RunActor, RunSpec, outcome_without_result
 from claudedo_actors.runner.spool import Spool
 from claudedo_actors.runner.task_writer import CancelSeen, LostTask, TaskWriter
 from events.errors import ClaudeDoError
-from projections import ListState, TaskState
+from projections import ListState, TaskState, WorktreeState
 
 log = logging.getLogger("claudedo.slot")
 
@@ -212,11 +212,13 @@ class SlotActor(pykka.ThreadingActor):
         away, the commit its discard kept after a discard."""
         task = job.task
         existing = task.worktree
-        if existing is not None and existing.status != "discarded" and Path(existing.path).is_dir():
+        if existing is not None and existing.status != "discarded" and self._ours(existing):
             job.workdir, job.kind = existing.path, existing.kind
+            if existing.kind == "worktree" and lst.dir:
+                job.workdir = _inside(existing.path, existing.repo, lst.dir)
             return []
         if lst.dir:
-            repo, restore, base = str(Path(lst.dir).resolve()), None, None
+            repo, restore, base = wt.toplevel(lst.dir), None, None
             if existing is not None and existing.kind == "worktree" and existing.base_commit:
                 repo = existing.repo or repo
                 base = (existing.base_commit, existing.base_branch)
@@ -224,7 +226,7 @@ class SlotActor(pykka.ThreadingActor):
                     restore = existing.kept_ref
             path = self.ctx.home.worktrees_dir / task.id
             made = wt.create_worktree(repo, path, task.id, restore=restore, base=base)
-            job.workdir, job.kind = made.path, "worktree"
+            job.workdir, job.kind = _inside(made.path, repo, lst.dir), "worktree"
             return [
                 ev.WorktreeCreated(
                     path=made.path,
@@ -238,6 +240,24 @@ class SlotActor(pykka.ThreadingActor):
         path.mkdir(parents=True, exist_ok=True)
         job.workdir, job.kind = str(path), "sandbox"
         return [ev.SandboxCreated(path=str(path))]
+
+    def _ours(self, tree: WorktreeState) -> bool:
+        """Whether the recorded folder is the task's and is there: its repository's worktree
+        on the task's branch (made by this node or another on this machine), or a sandbox
+        folder named after the task. A path from the log is never worked in otherwise."""
+        path = Path(tree.path)
+        if not path.is_dir():
+            return False
+        if tree.kind == "sandbox":
+            return path.name == tree.task_id and path.parent.name == "sandboxes"
+        if not tree.repo or not tree.branch:
+            own = (self.ctx.home.worktrees_dir / tree.task_id).resolve()
+            return path.resolve() == own  # recorded before the repository was
+        try:
+            registered = wt.worktree_of(tree.repo, tree.branch)
+        except ClaudeDoError:
+            return False
+        return registered is not None and Path(registered).resolve() == path.resolve()
 
     def _carry_out(self, job: _Job) -> None:
         """Do what the policy says comes next for the task, as folded now."""
@@ -372,6 +392,20 @@ class SlotActor(pykka.ThreadingActor):
     def _free(self) -> None:
         self._job = None
         self.ctx.on_free(self.number)
+
+
+def _inside(worktree: str, repo: str | None, list_dir: str) -> str:
+    """Where the agent works in the worktree: the sub-folder the list's dir is of its
+    repository (made if the branch does not have it), else the worktree's top."""
+    try:
+        rel = Path(list_dir).resolve().relative_to(Path(repo or list_dir).resolve())
+    except ValueError:
+        return worktree  # the list moved to another repository: the worktree's top
+    if rel == Path("."):
+        return worktree
+    folder = Path(worktree) / rel
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder)
 
 
 def _commit_message(task: TaskState) -> str:
