@@ -94,9 +94,19 @@ class JetStreamEnv:
         await self.nc.close()
 
 
+@pytest.fixture(scope="module")
+def jsenv_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A nats-server of the module's tests that drive the log directly: a node of another
+    test, still finishing an append on the shared server, can never add to their stream."""
+    store = tmp_path_factory.mktemp("nats-js")
+    server = EmbeddedNats(store, store / "nats-server.pid", "claudedo-tests-js")
+    yield server.start()
+    server.stop()
+
+
 @pytest.fixture
-def jsenv(nats_url: str) -> Iterator[JetStreamEnv]:
-    env = JetStreamEnv(nats_url)
+def jsenv(jsenv_url: str) -> Iterator[JetStreamEnv]:
+    env = JetStreamEnv(jsenv_url)
     env.run(env.open())
     yield env
     env.run(env.close())

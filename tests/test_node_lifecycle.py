@@ -154,7 +154,7 @@ def _checkpoint(node: NodeProcess) -> int:
 
 
 def test_kill_9_during_catch_up_applies_no_event_twice_and_misses_none(
-    tmp_path: Path, jsenv: JetStreamEnv, nats_url: str
+    tmp_path: Path, jsenv: JetStreamEnv
 ) -> None:
     # The node's projection holds the first event; 6,000 tasks' events follow in the log. The
     # node is killed once its projector has started applying them, then restarted.
@@ -164,7 +164,7 @@ def test_kill_9_during_catch_up_applies_no_event_twice_and_misses_none(
     behind = Projection(home / "projection.duckdb")
     behind.apply(jsenv.run(EventLog(jsenv.js).read_all(1, 1)))
     behind.close()
-    node = NodeProcess(home, ["--nats", nats_url])
+    node = NodeProcess(home, ["--nats", jsenv.url])
     node.start()
     wait_until(lambda: _checkpoint(node) > 1, what="projector to start applying")
     node.kill9()
@@ -177,7 +177,7 @@ def test_kill_9_during_catch_up_applies_no_event_twice_and_misses_none(
 
 
 def test_an_empty_projection_is_built_in_bulk_mode_over_a_half_built_file(
-    tmp_path: Path, jsenv: JetStreamEnv, nats_url: str
+    tmp_path: Path, jsenv: JetStreamEnv
 ) -> None:
     # A new node on a long log builds its projection in bulk mode and swaps it in. A node
     # killed while building left a half-built file: it is thrown away, not trusted.
@@ -185,7 +185,7 @@ def test_an_empty_projection_is_built_in_bulk_mode_over_a_half_built_file(
     home = tmp_path / "home"
     home.mkdir()
     (home / "projection.build.duckdb").write_bytes(b"half-built by a node killed while building")
-    node = NodeProcess(home, ["--nats", nats_url])
+    node = NodeProcess(home, ["--nats", jsenv.url])
     node.start()
     wait_until(lambda: _checkpoint(node) == last, 60, "projection to be built")
     assert f"projection empty, log at {last}: catching up in bulk mode" in node.log_path.read_text()
