@@ -12,7 +12,7 @@ import pytest
 
 import events as ev
 from claudedo_actors.node import projector_actor
-from claudedo_actors.node.projector_actor import ProjectionFeed, ProjectorActor
+from claudedo_actors.node.projector_actor import ProjectionFeed, ProjectorActor, batch_due
 from events.log import STREAM, EventLog, RawEvent
 from events.replay import replay_batches
 from tests.conftest import JetStreamEnv
@@ -117,3 +117,17 @@ def test_a_command_after_a_query_started_waiting_still_hurries(feed: Feed) -> No
 
     feed.env.run(both())
     assert sum(feed.sizes) == 3
+
+
+def test_the_next_batch_is_due_one_linger_after_the_last_unless_a_query_waits() -> None:
+    linger, query_linger = projector_actor._LINGER_S, projector_actor._QUERY_LINGER_S
+    assert batch_due(100.0, []) == 100.0 + linger
+    # A query that came after the last batch: the query linger, from that batch.
+    assert batch_due(100.0, [100.1, 100.2]) == 100.0 + query_linger
+
+
+def test_a_query_that_came_during_a_batch_without_its_events_waits_one_linger_from_then() -> None:
+    # It came at 99.9 while the batch applied until 100.0 lacked its events: the next batch is
+    # due one query linger after it came, not after that batch (two lingers and two batches).
+    query_linger = projector_actor._QUERY_LINGER_S
+    assert batch_due(100.0, [100.1, 99.9]) == 99.9 + query_linger

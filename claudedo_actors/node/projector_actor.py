@@ -30,7 +30,8 @@ _CATCH_UP_LAG = 2_000
 # bounded share of a core however fast tasks run. A command does not wait for that: an event
 # after a quiet moment is applied at once, and so is the log as soon as a command waits for
 # its events (read-your-writes stays immediate). A query waits for the next batch, which
-# comes at most _QUERY_LINGER_S after the last one while a query waits.
+# comes at most _QUERY_LINGER_S after the last one while a query waits (or after the query
+# came, if it came during a batch that lacked its events: see batch_due).
 _LINGER_S = 1.0
 _QUERY_LINGER_S = 0.25
 _MIN_BACKOFF_S = 0.1
@@ -91,6 +92,20 @@ class ProjectorActor(pykka.ThreadingActor):
         return self.projection.checkpoint
 
 
+def batch_due(applied_at: float, queries_came: Iterable[float]) -> float:
+    """When the feed applies the next batch, on the loop's clock, if no command hurries it.
+
+    Nobody waiting: _LINGER_S after the last batch. Queries waiting (`queries_came`: when
+    each query still short of its events came): _QUERY_LINGER_S after the last batch, or
+    after the earliest of them came if that was before (it came while a batch without its
+    events was applied), so a query never waits longer than one linger and one batch.
+    """
+    came = min(queries_came, default=None)
+    if came is None:
+        return applied_at + _LINGER_S
+    return min(applied_at, came) + _QUERY_LINGER_S
+
+
 async def _ask(future: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, future.get)
 
@@ -123,7 +138,8 @@ class ProjectionFeed:
         # Commands and queries waiting for a sequence the projection does not hold yet; the
         # event wakes the feed when one starts waiting.
         self._hurrying = 0
-        self._querying = 0
+        # Each waiting query: when it came and the sequence it waits for.
+        self._queries: dict[object, tuple[float, int]] = {}
         self._waiter_came = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -217,8 +233,9 @@ class ProjectionFeed:
         command or query starts waiting."""
         loop = asyncio.get_running_loop()
         while not self._hurrying:
-            linger_s = _QUERY_LINGER_S if self._querying else _LINGER_S
-            left_s = applied_at + linger_s - loop.time()
+            # A query the last batch served may not have left yet: only those still short.
+            short = [came for came, seq in self._queries.values() if seq > self.checkpoint]
+            left_s = batch_due(applied_at, short) - loop.time()
             if left_s <= 0:
                 return
             self._waiter_came.clear()
@@ -243,10 +260,11 @@ class ProjectionFeed:
         """
         if self.checkpoint >= seq:
             return
+        me = object()
         if hurry:
             self._hurrying += 1
         else:
-            self._querying += 1
+            self._queries[me] = (asyncio.get_running_loop().time(), seq)
         self._waiter_came.set()
         try:
             async with self._changed:
@@ -257,4 +275,4 @@ class ProjectionFeed:
             if hurry:
                 self._hurrying -= 1
             else:
-                self._querying -= 1
+                del self._queries[me]
