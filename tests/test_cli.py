@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import msgspec
@@ -469,3 +471,16 @@ def test_user_text_is_shown_literally_in_every_human_view(node: NodeProcess) -> 
     assert res.code == 1 and res.err == "error: list [red]nolist[/red] not found\n"
     res = node.cli("task", "show", "\x1b[2J")
     assert res.code == 1 and "\x1b" not in res.err and "\\x1b[2j" in res.err
+
+
+def test_the_cli_imports_neither_asyncio_nor_the_catalog_nor_nats_nor_duckdb() -> None:
+    # Each command is a new process: what it imports is most of its round trip.
+    script = (
+        "import sys, claudedo_actors.cli, claudedo_actors.cli.client; "
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    loaded = set(subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True
+    ).stdout.split())  # fmt: skip
+    heavy = {"asyncio", "events.catalog", "events.codec", "nats", "duckdb", "pyarrow", "rich"}
+    assert not loaded & heavy

@@ -146,3 +146,13 @@ def test_agent_settings_are_fields_of_every_event_and_request_that_carries_them(
                 rq.AgentSettings, rq.AgentSettingsChange):  # fmt: skip
         names = {f.name for f in msgspec.structs.fields(cls)}
         assert set(ev.AGENT_SETTINGS) <= names, cls.__name__
+
+
+def test_every_public_name_of_events_is_loaded_from_its_module_on_first_use() -> None:
+    import importlib
+
+    assert set(ev._DEFINED_IN) == set(ev.__all__)
+    for name, module in ev._DEFINED_IN.items():
+        assert getattr(ev, name) is getattr(importlib.import_module(module), name)
+    with pytest.raises(AttributeError):
+        ev.NoSuchEvent  # noqa: B018

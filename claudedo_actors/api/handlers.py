@@ -22,6 +22,7 @@ from claudedo_actors.api import pages
 from claudedo_actors.api import verbs as rq
 from claudedo_actors.api.decider import Decider, Plan, prepare
 from claudedo_actors.api.ports import Projections, ReadLog
+from claudedo_actors.api.reply_streams import ReplyStreams
 from claudedo_actors.git import review
 from events.errors import ClaudeDoError, Conflict, Invalid
 from projections import Projection, TaskState
@@ -68,7 +69,7 @@ class Api:
         self._sub: Any = None
         self._pages_sub: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.replies = pages.ReplyStreams(
+        self.replies = ReplyStreams(
             self._publish, f"{PAGES_PREFIX}.{secrets.token_hex(8)}", _page_idle_s()
         )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import getpass
 import os
@@ -84,6 +83,8 @@ class NodeClient:
         try:
             conn = WireConnection(url, self.timeout_s)
         except WireUnsupported:
+            import asyncio  # here only: importing it costs every command about 20 ms
+
             yield from asyncio.run(self._documents_with_nats_py(subject, data))
             return
         except (OSError, WireError):

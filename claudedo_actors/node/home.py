@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import os
 import socket
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
+# platformdirs and uuid are imported where they are used: every CLI command reads its home,
+# and its start-up is most of its round trip.
 
 
 def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
     """`--home`, else `CLAUDEDO_HOME`, else the per-user data folder."""
-    chosen = home or os.environ.get("CLAUDEDO_HOME") or platformdirs.user_data_dir("claudedo")
+    chosen = home or os.environ.get("CLAUDEDO_HOME")
+    if not chosen:
+        import platformdirs
+
+        chosen = platformdirs.user_data_dir("claudedo")
     return Path(chosen).expanduser().resolve()
 
 
@@ -70,6 +74,8 @@ class Home:
         path = self.node_id_file
         if path.exists():
             return path.read_text().strip()
+        import uuid
+
         self.root.mkdir(parents=True, exist_ok=True)
         host = "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname())
         node_id = f"{host[:40] or 'node'}-{uuid.uuid4().hex[:8]}"
