@@ -65,7 +65,10 @@ def _instant_agent(base: Path) -> Path:
 
 
 @contextmanager
-def _node(base: Path, slots: int, agent: Path) -> Iterator[tuple[Any, psutil.Process]]:
+def _node(
+    base: Path, slots: int, agent: Path, nats_url: str | None = None
+) -> Iterator[tuple[Any, psutil.Process]]:
+    """A node in a child process (`claudedo up`), on its embedded server or on `nats_url`."""
     from claudedo_actors.cli.client import NodeClient
 
     home = base / f"home-{slots}"
@@ -76,6 +79,8 @@ def _node(base: Path, slots: int, agent: Path) -> Iterator[tuple[Any, psutil.Pro
         "FAKE_CLAUDE_HOME": str(base / "fake-claude-home"),
     }
     cmd = [sys.executable, "-m", "claudedo_actors", "up", "--slots", str(slots)]
+    if nats_url is not None:
+        cmd += ["--nats", nats_url]
     node = subprocess.Popen([*cmd, "--claude-bin", str(agent)], env=env)
     try:
         while not (home / "node.json").exists():
@@ -115,6 +120,10 @@ class _Ended:
                     with self._cond:
                         self._ended.add(task_id)
                         self._cond.notify_all()
+
+    def count(self) -> int:
+        with self._cond:
+            return len(self._ended)
 
     def wait(self, n: int, timeout_s: float = 3600) -> None:
         with self._cond:
