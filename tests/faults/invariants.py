@@ -21,6 +21,7 @@ from events.log import STREAM
 from events.replay import replay_batches
 from projections import Projection, TaskState
 from projections.rebuild import rebuild_file
+from tests.conftest import wait_until
 
 TABLES = ("lists", "tasks", "subtasks", "runs", "worktrees", "events", "skipped_messages")
 UNSETTLED = ("claimed", "running")
@@ -52,12 +53,18 @@ def last_seq(url: str) -> int:
 
 
 def read_log(url: str) -> list[tuple[int, ev.Envelope]]:
-    """Every event of the log, decoded, with its stream sequence."""
-    out = []
-    for batch in replay_batches(url, STREAM, 1, last_seq(url)):
-        for raw in batch:
-            out.append((raw.seq, ev.decode(raw.data)))
-    return out
+    """Every event of the log, decoded, with its stream sequence. A cluster whose server just
+    came back may answer "no responders" while its stream elects a leader: asked again."""
+
+    def read() -> list[tuple[int, ev.Envelope]] | None:
+        try:
+            batches = list(replay_batches(url, STREAM, 1, last_seq(url)))
+        except Exception:
+            return None
+        return [(raw.seq, ev.decode(raw.data)) for batch in batches for raw in batch]
+
+    found: list[tuple[int, ev.Envelope]] = wait_until(read, 60, "the log to be readable")
+    return found
 
 
 def check(
