@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 
+from events.credentials import Credential
 from events.log import RawEvent
 from events.wire import WireConnection, WireError, WireUnsupported
 
@@ -37,11 +38,14 @@ def replay(
     until_seq: int,
     batch: int = 20_000,
     timeout_s: float = 30.0,
+    credential: Credential | None = None,
 ) -> Iterator[list[RawEvent]]:
-    """Batches of the stream's messages from `from_seq` to `until_seq` (inclusive), in order."""
+    """Batches of the stream's messages from `from_seq` to `until_seq` (inclusive), in order,
+    read as `credential`'s user if one is given."""
     if until_seq < from_seq:
         return
-    conn = WireConnection(url, timeout_s)
+    login = (credential.user, credential.password) if credential is not None else (None, None)
+    conn = WireConnection(url, timeout_s, *login)
     inbox = f"_INBOX.replay{os.urandom(8).hex()}"
     try:
         conn.send(f"SUB {inbox}.* 1\r\n".encode())
@@ -97,18 +101,28 @@ def replay(
 
 
 def replay_batches(
-    url: str, stream: str, from_seq: int, until_seq: int, batch: int = 20_000
+    url: str,
+    stream: str,
+    from_seq: int,
+    until_seq: int,
+    batch: int = 20_000,
+    credential: Credential | None = None,
 ) -> Iterator[list[RawEvent]]:
     """`replay`, or nats-py's ordered consumer where the wire client cannot be used."""
     try:
-        yield from replay(url, stream, from_seq, until_seq, batch=batch)
+        yield from replay(url, stream, from_seq, until_seq, batch=batch, credential=credential)
     except ReplayUnsupported as exc:
         log.info("bulk replay reader unavailable (%s): reading with nats-py", exc)
-        yield from _read_with_nats_py(url, stream, from_seq, until_seq, batch)
+        yield from _read_with_nats_py(url, stream, from_seq, until_seq, batch, credential)
 
 
 def _read_with_nats_py(
-    url: str, stream: str, from_seq: int, until_seq: int, batch: int
+    url: str,
+    stream: str,
+    from_seq: int,
+    until_seq: int,
+    batch: int,
+    credential: Credential | None = None,
 ) -> Iterator[list[RawEvent]]:
     import asyncio
 
@@ -117,7 +131,8 @@ def _read_with_nats_py(
     from events.log import EventLog
 
     async def read_all() -> list[RawEvent]:
-        nc = await nats.connect(url)
+        login = credential.nats_options() if credential is not None else {}
+        nc = await nats.connect(url, **login)
         try:
             return await EventLog(nc.jetstream(), stream).read_all(from_seq, until_seq)
         finally:

@@ -2,8 +2,9 @@
 
 It exists for two hot paths where nats-py's asyncio machinery costs more than the work: the
 bulk replay of the log (events.replay) and the CLI's single request (no asyncio, no nats-py
-import: a command starts in a third less time). Anything it does not support (TLS,
-credentials files, nkeys) raises WireUnsupported so the caller can use nats-py instead.
+import: a command starts in a third less time). It logs in with a user and password (or a
+token); what it does not support (TLS, nkeys, JWT credentials) raises WireUnsupported so the
+caller can use nats-py instead.
 See docs/decisions/0003-minimal-wire-client.md.
 """
 
@@ -35,7 +36,9 @@ _CRLF = b"\r\n"
 class WireConnection:
     """One connection to a NATS server, driven synchronously."""
 
-    def __init__(self, url: str, timeout_s: float) -> None:
+    def __init__(
+        self, url: str, timeout_s: float, user: str | None = None, password: str | None = None
+    ) -> None:
         parsed = urlparse(url if "://" in url else f"nats://{url}")
         if parsed.scheme not in ("nats", ""):
             raise WireUnsupported(f"scheme {parsed.scheme}")
@@ -61,7 +64,9 @@ class WireConnection:
             "version": "claudedo-replay",
             "protocol": 1,
         }
-        if parsed.username and parsed.password is not None:
+        if user is not None and password is not None:
+            connect["user"], connect["pass"] = user, password
+        elif parsed.username and parsed.password is not None:
             connect["user"] = unquote(parsed.username)
             connect["pass"] = unquote(parsed.password)
         elif parsed.username:

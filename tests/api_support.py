@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,7 @@ import msgspec
 
 from claudedo_actors.api import pages
 from events.wire import WireConnection
-from tests.conftest import NodeProcess, _git
+from tests.conftest import NodeProcess, _git, home_url
 
 # The codes an error reply may carry (events/errors.py, the API's own).
 ERROR_CODES = {"error", "invalid", "not_found", "ambiguous", "conflict", "unavailable",
@@ -22,7 +21,7 @@ class Api:
 
     def __init__(self, node: NodeProcess) -> None:
         self.node = node
-        self.url = json.loads((node.home / "node.json").read_text())["nats_url"]
+        self.url = home_url(node.home, "operator")
 
     def raw(self, verb: str, data: bytes) -> dict[str, Any]:
         """The reply to `data` on `claudedo.api.<verb>`: one `{"ok"}` or `{"error"}` object, the

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -11,13 +10,13 @@ from typing import Any
 import nats
 
 import events as ev
-from tests.conftest import NodeProcess, wait_until
+from tests.conftest import NodeProcess, home_url, wait_until
 
 ORIGIN = ev.Origin(node_id="bulk", correlation_id="bulk", actor="user:bulk")
 
 
 def nats_url(node: NodeProcess) -> str:
-    return str(json.loads((node.home / "node.json").read_text())["nats_url"])
+    return home_url(node.home)
 
 
 def publish(node: NodeProcess, envelopes: Iterable[ev.Envelope], batch: int = 2000) -> None:

@@ -221,6 +221,22 @@ class NodeProcess:
         self.proc.wait(10)
 
 
+def login_url(url: str, user: str, password: str) -> str:
+    """`url` with a user and password in it, as a test's own plain NATS client dials it."""
+    return url.replace("://", f"://{user}:{password}@", 1)
+
+
+def home_url(home: Path, role: str = "node") -> str:
+    """The NATS URL of the node running on `home`, logged in as one of the home's roles (the
+    embedded server refuses clients without credentials); a server without them, as is."""
+    url = str(json.loads((home / "node.json").read_text())["nats_url"])
+    creds = home / "creds" / f"{role}.json"
+    if not creds.exists():
+        return url
+    data = json.loads(creds.read_text())
+    return login_url(url, data["user"], data["password"])
+
+
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[NodeProcess]:
     """A running node with embedded NATS in a temp home, running no tasks (no slots)."""

@@ -12,6 +12,7 @@ import psutil
 
 from claudedo_actors.agent.process import RUN_MARK
 from claudedo_actors.cli.client import NodeClient
+from events.credentials import Credential
 from tests.conftest import NodeProcess, wait_until
 
 FAKE = Path(__file__).resolve().parent / "fake_claude" / "claude"
@@ -29,7 +30,12 @@ class Runner:
         env: dict[str, str] | None = None,
         name: str = "home",
         extra: list[str] | None = None,
+        creds: Path | None = None,
     ) -> None:
+        """`creds`: a folder of role credentials (node, operator) for a given NATS server with
+        roles, put into the home before the node starts (the node and the CLI log in with
+        them, as a home of a shared server is set up)."""
+        self.creds = creds
         self.calls = tmp_path / f"{name}-agent-calls.jsonl"
         self.node = NodeProcess(
             tmp_path / name,
@@ -38,6 +44,11 @@ class Runner:
         )
 
     def start(self) -> Runner:
+        if self.creds is not None:
+            target = self.node.home / "creds"
+            target.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for path in self.creds.glob("*.json"):
+                Credential.read(path).write(target / path.name)
         self.node.start()
         return self
 

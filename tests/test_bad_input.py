@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import events as ev
 from claudedo_actors.api.handlers import ROUTES
 from tests.api_support import Api, assert_refused, make_repo
-from tests.conftest import NodeProcess, wait_until
+from tests.conftest import NodeProcess, home_url, wait_until
 
 INT32 = 2**31 - 1
 
@@ -182,10 +182,10 @@ ORIGIN = ev.Origin(node_id="elsewhere", correlation_id="c", actor="user:x")
 
 
 def publish(api: Api, messages: list[tuple[str, bytes]]) -> None:
-    """Append raw messages to the node's log, as any program with access to NATS could."""
+    """Append raw messages to the node's log, as a program with a node's credentials could."""
 
     async def run() -> None:
-        nc = await nats.connect(api.url)
+        nc = await nats.connect(home_url(api.node.home, "node"))
         js = nc.jetstream()
         for subject, data in messages:
             await js.publish(subject, data)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import msgspec
 import nats
 
 import events as ev
-from tests.conftest import NodeProcess, wait_until
+from tests.conftest import NodeProcess, home_url, wait_until
 
 TASK_KEYS = {
     "id",
@@ -242,7 +241,7 @@ def test_no_node_running_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_malformed_api_requests_get_an_error_and_the_node_lives(node: NodeProcess) -> None:
-    url = json.loads((node.home / "node.json").read_text())["nats_url"]
+    url = home_url(node.home, "operator")
 
     async def ask(subject: str, data: bytes) -> dict:
         nc = await nats.connect(url)
@@ -270,7 +269,7 @@ def test_malformed_api_requests_get_an_error_and_the_node_lives(node: NodeProces
 def test_foreign_messages_on_event_subjects_are_skipped_and_recorded(
     node: NodeProcess, git_repo: Path
 ) -> None:
-    url = json.loads((node.home / "node.json").read_text())["nats_url"]
+    url = home_url(node.home)
 
     async def publish() -> None:
         nc = await nats.connect(url)
@@ -293,7 +292,7 @@ def test_foreign_messages_on_event_subjects_are_skipped_and_recorded(
 
 
 def test_events_are_published_for_external_subscribers(node: NodeProcess, git_repo: Path) -> None:
-    url = json.loads((node.home / "node.json").read_text())["nats_url"]
+    url = home_url(node.home)
     got: list[ev.Envelope] = []
 
     async def subscribe_and_act() -> None:
@@ -316,7 +315,7 @@ def test_events_are_published_for_external_subscribers(node: NodeProcess, git_re
 def test_a_foreign_message_on_a_task_subject_does_not_block_the_task(
     node: NodeProcess, git_repo: Path
 ) -> None:
-    url = json.loads((node.home / "node.json").read_text())["nats_url"]
+    url = home_url(node.home)
     _list(node, git_repo)
     t = node.ok("task", "add", "demo", "T")["id"]
 
@@ -332,7 +331,7 @@ def test_a_foreign_message_on_a_task_subject_does_not_block_the_task(
 def test_poison_events_on_the_log_are_skipped_and_the_node_lives(
     node: NodeProcess, git_repo: Path
 ) -> None:
-    url = json.loads((node.home / "node.json").read_text())["nats_url"]
+    url = home_url(node.home)
     origin = ev.Origin(node_id="intruder", correlation_id="c", actor="user:x")
     good = ev.envelop(ev.TaskCreated(list_id="l", title="t"), "poison-1", origin)
     huge = ev.encode(good).replace(b'"max_turns":null', b'"max_turns":99999999999999999999')
@@ -418,7 +417,7 @@ def test_concurrent_list_commands_all_succeed(node: NodeProcess, git_repo: Path)
 
 
 def test_user_text_is_shown_literally_in_every_human_view(node: NodeProcess) -> None:
-    url = json.loads((node.home / "node.json").read_text())["nats_url"]
+    url = home_url(node.home)
     name, title, error = "[red]L[/red]", "[bold]T[/bold] :smile: \x1b[31mred", "[red]oops\x07"
     lst = node.ok("list", "add", name)
     task = node.ok("task", "add", lst["id"], title, "-d", "[i]d[/i]", "--subtask", "[u]s[/u]")

@@ -19,8 +19,8 @@ import events as ev
 from claudedo_actors.api import pages
 from claudedo_actors.cli.client import NodeClient
 from events.wire import WireConnection
-from tests.bulk_support import ORIGIN, Counter, add_tasks, nats_url, publish, wait_for_projection
-from tests.conftest import NodeProcess, wait_until
+from tests.bulk_support import ORIGIN, Counter, add_tasks, publish, wait_for_projection
+from tests.conftest import NodeProcess, home_url, wait_until
 
 MANY = 4000  # 4,000 tasks of about 700 bytes each: a listing of about 3 MB
 MAX_PAYLOAD = 1 << 20  # the embedded server's default
@@ -37,7 +37,7 @@ def many(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
 
 def _raw(node: NodeProcess, verb: str, payload: dict[str, Any]) -> list[tuple[bytes, bytes]]:
     """Every message of a reply as (headers, payload), pulled as the CLI pulls them."""
-    conn = WireConnection(nats_url(node), 30)
+    conn = WireConnection(home_url(node.home, "operator"), 30)
     try:
         inbox = "_INBOX.test-large"
         conn.send(f"SUB {inbox} 1\r\n".encode())
@@ -198,7 +198,7 @@ def test_a_paged_reply_nobody_asks_for_is_dropped_and_says_so(tmp_path: Path) ->
     node = NodeProcess(tmp_path / "home", env={"CLAUDEDO_PAGE_IDLE_S": "0.2"}).start()
     try:
         add_tasks(node, 3000, description=lambda i: "d" * 400)
-        conn = WireConnection(nats_url(node), 30)
+        conn = WireConnection(home_url(node.home, "operator"), 30)
         try:
             conn.send(b"SUB _INBOX.idle 1\r\n")
             conn.pub("claudedo.api.tasks", "_INBOX.idle", b'{"paged": true}')

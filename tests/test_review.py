@@ -17,7 +17,7 @@ import pytest
 import events as ev
 from claudedo_actors.node.home import Home, NodeAddress
 from events.log import EventLog
-from tests.conftest import _git, wait_until
+from tests.conftest import _git, home_url, wait_until
 from tests.runner_support import Runner, git_out
 
 
@@ -277,7 +277,7 @@ def _append(runner: Runner, task_id: str, event: ev.Event) -> None:
     assert address is not None
 
     async def go() -> None:
-        nc = await nats.connect(address.nats_url)
+        nc = await nats.connect(home_url(runner.node.home))
         try:
             origin = ev.Origin(node_id="ghost", correlation_id="c", actor="node:ghost")
             await EventLog(nc.jetstream()).append([ev.envelop(event, task_id, origin)], None)

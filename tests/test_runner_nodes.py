@@ -16,7 +16,7 @@ import pytest
 from claudedo_actors.agent.follow import follow_output
 from claudedo_actors.agent.run_output import END_HEADER, LINE_HEADER, PART_HEADER
 from events.log import OUTPUT_STREAM
-from tests.conftest import wait_until
+from tests.conftest import home_url, wait_until
 from tests.runner_support import Runner, processes_marked
 
 
@@ -133,7 +133,7 @@ def test_a_node_stopped_mid_run_gives_the_task_back_and_finishes_it_later(
     run1, run2 = runner.ask("runs", task=task_id)
     assert run1["cause"] == "worker_lost" and run2["is_retry"]
     # The interrupted run's live output was closed too: a follower is not left waiting.
-    url = runner.ask("info")["nats_url"]
+    url = home_url(runner.node.home)
     lines: list[bytes] = []
     assert asyncio.run(follow_output(url, task_id, 1, lines.append, idle_timeout_s=10))
     assert len(lines) == run1["line_count"] > 0
@@ -210,7 +210,7 @@ def test_output_lines_are_published_live_and_big_ones_split(tmp_path: Path, git_
         task_id = runner.add_task("Big [fake:big_line]")
         runner.wait_status(task_id)
         run = runner.ask("runs", task=task_id)[0]
-        url = runner.ask("info")["nats_url"]
+        url = home_url(runner.node.home)
         lines = asyncio.run(_read_output(url, f"claudedo.out.{task_id}.1"))
         assert b"\n".join(lines) + b"\n" == Path(run["log_path"]).read_bytes()
     finally:

@@ -11,6 +11,7 @@ import msgspec
 
 import events as ev
 from claudedo_actors.agent.run_output import END_HEADER, LINE_HEADER, PART_HEADER
+from events.credentials import Credential
 from events.log import OUTPUT_STREAM, STREAM
 
 
@@ -20,6 +21,7 @@ async def follow_output(
     run_number: int,
     on_line: Callable[[bytes], None],
     idle_timeout_s: float | None = None,
+    credential: Credential | None = None,
 ) -> bool:
     """Deliver the run's lines from its first; returns True once the run is over: its end
     marker was seen, or its RunFinished is in the log (a run settled by recovery after its
@@ -30,7 +32,8 @@ async def follow_output(
     """
     import nats
 
-    nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=3)
+    login = credential.nats_options() if credential is not None else {}
+    nc = await nats.connect(url, **login, connect_timeout=5, max_reconnect_attempts=3)
     try:
         js = nc.jetstream()
         inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()

@@ -96,6 +96,8 @@ class Api:
     async def _on_request(self, msg: Msg) -> None:
         if msg.subject.startswith(PAGES_PREFIX + "."):
             return  # the rest of a reply: its node answers on its own subscription
+        if (msg.reply or "").startswith("$JS."):
+            return  # a stream's message a consumer was told to deliver here: not a request
         # One task per request: a command waiting for the projection never holds up others.
         self._spawn(self._handle(msg))
 

@@ -15,6 +15,7 @@ import msgspec
 from claudedo_actors.api import pages
 from claudedo_actors.api.pages import CONTINUED, NEXT
 from claudedo_actors.node.home import Home, NodeAddress
+from events.credentials import Credential
 from events.errors import ClaudeDoError, Invalid, Unavailable
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class NodeClient:
             )
         self.address = address
         self.timeout_s = timeout_s
+        self.credential = client_credential(self.home)
 
     def request(self, verb: str, payload: dict[str, Any]) -> Any:
         """The node's reply to one request, whole (a listing's pages joined).
@@ -80,14 +82,20 @@ class NodeClient:
         from events.wire import WireConnection, WireError, WireUnsupported
 
         url = self.address.nats_url
+        cred = self.credential
+        login = (cred.user, cred.password) if cred is not None else (None, None)
         try:
-            conn = WireConnection(url, self.timeout_s)
+            conn = WireConnection(url, self.timeout_s, *login)
         except WireUnsupported:
             import asyncio  # here only: importing it costs every command about 20 ms
 
             yield from asyncio.run(self._documents_with_nats_py(subject, data))
             return
-        except (OSError, WireError):
+        except WireError as exc:
+            raise Unavailable(
+                refusal(str(exc)) or f"cannot reach the node's NATS server at {url}"
+            ) from None
+        except OSError:
             raise Unavailable(f"cannot reach the node's NATS server at {url}") from None
         try:
             yield from self._pull(conn, subject, data)
@@ -99,6 +107,9 @@ class NodeClient:
                     f"the request is {len(data)} bytes, more than the NATS server takes "
                     "in one message"
                 ) from None
+            refused = refusal(str(exc))
+            if refused:
+                raise Unavailable(refused) from None
             raise Unavailable(f"lost the connection to the node: {exc}") from None
         finally:
             conn.close()
@@ -139,8 +150,10 @@ class NodeClient:
 
         url = self.address.nats_url
         try:
+            login = self.credential.nats_options() if self.credential is not None else {}
             nc = await nats.connect(
                 url,
+                **login,
                 connect_timeout=3,
                 allow_reconnect=False,
                 max_reconnect_attempts=0,
@@ -171,6 +184,30 @@ class NodeClient:
             raise Unavailable(f"the node did not answer within {self.timeout_s:.0f}s") from None
         finally:
             await nc.close()
+
+
+def client_credential(home: Home) -> Credential | None:
+    """Who the CLI logs in as: the file CLAUDEDO_NATS_CREDS names, else the home's operator
+    credentials, else nobody (a server without authorization)."""
+    from events.credentials import CREDS_ENV
+
+    given = os.environ.get(CREDS_ENV)
+    if given:
+        return Credential.read(given)
+    path = home.creds_dir / "operator.json"
+    return Credential.read(path) if path.exists() else None
+
+
+def refusal(error: str) -> str:
+    """The server's refusal in one line (`-ERR 'Authorization Violation'`, a permissions
+    violation), or "" when `error` is not one."""
+    lowered = error.lower()
+    if "authorization violation" in lowered or "authentication" in lowered:
+        return "the NATS server refused these credentials (authorization violation)"
+    if "permissions violation" in lowered:
+        what = error.split("'", 1)[-1].rstrip("'").strip() if "'" in error else error
+        return f"the NATS server refused: {what} (this credential's role may not do that)"
+    return ""
 
 
 def _headers(raw: bytes) -> dict[str, str]:

@@ -243,7 +243,27 @@ def app() -> None:
     envvar="CLAUDEDO_CLAUDE_BIN",
     help="The Claude Code binary (default: claude on PATH).",
 )
-def up(home: Path | None, nats: str | None, slots: int, claude_bin: str | None) -> None:
+@click.option(
+    "--creds",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="CLAUDEDO_NATS_CREDS",
+    help="With --nats: the node's credentials file (see `claudedo creds`).",
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 5),
+    envvar="CLAUDEDO_REPLICAS",
+    help="Servers that keep each stream when this node creates them (default: min(3, the "
+    "cluster's size)).",
+)
+def up(
+    home: Path | None,
+    nats: str | None,
+    slots: int,
+    claude_bin: str | None,
+    creds: Path | None,
+    replicas: int | None,
+) -> None:
     """Start a node: embedded NATS (unless --nats), projector and API. Stops on Ctrl-C."""
     import logging
 
@@ -257,7 +277,12 @@ def up(home: Path | None, nats: str | None, slots: int, claude_bin: str | None) 
     )
     logging.getLogger("nats").setLevel(logging.CRITICAL)
     logging.getLogger("pykka").setLevel(logging.WARNING)
-    code = Node(resolve_home(home), nats, slots, claude_bin).run()
+    if creds is not None and nats is None:
+        raise ClaudeDoError(
+            "--creds is for a given server (--nats): the embedded one uses the home's own",
+            code="invalid",
+        )
+    code = Node(resolve_home(home), nats, slots, claude_bin, replicas, creds).run()
     if code:
         raise SystemExit(code)
 
@@ -268,6 +293,42 @@ def up(home: Path | None, nats: str | None, slots: int, claude_bin: str | None) 
 def info(home: Path | None, as_json: bool) -> None:
     """The node: id, NATS URL, stream, last sequence, projection checkpoint, slots."""
     _emit(_request(home, "info", {}), as_json, "info")
+
+
+@app.command()
+@click.argument("role", type=click.Choice(["node", "operator", "reader"]))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a copy here (0600); it must not exist yet.",
+)
+@home_option
+def creds(role: str, out: Path | None, home: Path | None) -> None:
+    """A NATS role's credentials file, for another program or user (never printed).
+
+    node: append events, serve the API. operator: call the API, read events and output.
+    reader: read and replay events and output, nothing else.
+    """
+    from claudedo_actors.node.home import Home, resolve_home
+    from claudedo_actors.node.roles import HomeCredentials
+
+    credentials = HomeCredentials(Home(resolve_home(home)).creds_dir)
+    credential = credentials.existing(role)
+    if credential is None:
+        raise ClaudeDoError(
+            f"no {role} credentials in this home yet (a first `claudedo up` makes them)",
+            code="not_found",
+        )
+    if out is None:
+        click.echo(f"{role} credentials: {credentials.path(role)}")
+        return
+    if out.exists():
+        raise ClaudeDoError(f"{out} exists already: remove it or choose another --out", "invalid")
+    try:
+        credential.write(out)
+    except OSError as exc:
+        raise ClaudeDoError(f"cannot write {out}: {exc.strerror}", code="invalid") from None
+    click.echo(f"wrote the {role} credentials to {out} (0600)")
 
 
 # --- lists ---------------------------------------------------------------------------------
@@ -469,6 +530,7 @@ def log_command(task_id: str, run_number: int | None, follow: bool, home: Path |
             run["run_number"],
             write,
             idle_timeout_s=None if follow else 1.0,
+            credential=client.credential,
         )
     )
     if not ended and run["finished_at"] is not None and not (path and path.is_file()):

@@ -41,8 +41,7 @@ def repo_lock(repo: str) -> Iterator[None]:
     with _LOCKS_LOCK:
         lock = _REPO_LOCKS.setdefault(real, threading.Lock())
     with lock:
-        common = git(real, "rev-parse", "--git-common-dir").strip()
-        path = Path(real, common) / _LOCK_FILE
+        path = _common_dir(real) / _LOCK_FILE
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:  # a read-only git dir: git itself will say what is wrong
@@ -53,6 +52,15 @@ def repo_lock(repo: str) -> Iterator[None]:
             yield
         finally:
             os.close(fd)
+
+
+def _common_dir(repo: str) -> Path:
+    """The repository's shared git dir: its `.git` folder, else what git says (a linked
+    worktree, a bare repository). Read from the files first: a dispatch waits for it."""
+    plain = Path(repo, ".git")
+    if plain.is_dir():
+        return plain
+    return Path(repo, git(repo, "rev-parse", "--git-common-dir").strip())
 
 
 def branch_for(task_id: str) -> str:
@@ -91,11 +99,30 @@ class NewWorktree:
 
 def toplevel(path: str) -> str:
     """The top folder of the work tree `path` is in (a list's dir may be a sub-folder)."""
+    if Path(path, ".git").is_dir():
+        return str(Path(path).resolve())  # the common case, without a git process
     return str(Path(git(path, "rev-parse", "--show-toplevel").strip()).resolve())
 
 
 def branch_exists(repo: str, branch: str) -> bool:
     return git_ok(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}")
+
+
+def _branch_from_files(repo: str, branch: str) -> bool | None:
+    """Whether the branch exists, read from a plain `.git` folder's loose and packed refs;
+    None when the files cannot tell (reftable, a linked worktree, unreadable files)."""
+    gitdir = Path(repo, ".git")
+    if not gitdir.is_dir() or (gitdir / "reftable").exists():
+        return None
+    try:
+        if (gitdir / "refs" / "heads" / branch).exists():
+            return True
+        packed = (gitdir / "packed-refs").read_text()
+    except FileNotFoundError:
+        return False
+    except (OSError, UnicodeDecodeError):
+        return None
+    return f" refs/heads/{branch}\n" in packed
 
 
 def create_worktree(
@@ -111,6 +138,18 @@ def create_worktree(
     the task's work was first made from, kept when the branch or the kept work is reused."""
     branch = branch_for(task_id)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if restore is None and _branch_from_files(repo, branch) is False:
+        # A task's first worktree (the common case): one git process before the agent starts.
+        # Should git refuse (a stale registration of the folder, another process's lock),
+        # the careful way below prunes and retries.
+        base_commit, base_branch = repo_head(repo)
+        try:
+            with repo_lock(repo):
+                git(repo, "worktree", "add", "--quiet", "-b", branch, str(path), base_commit)
+            return NewWorktree(str(path), branch, base_branch or None, base_commit)
+        except GitError:
+            if branch_exists(repo, branch):
+                raise
     with repo_lock(repo):
         git(repo, "worktree", "prune")  # forget worktrees whose folders are gone
         reuse = branch_exists(repo, branch)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import nats
 from nats.aio.client import Client
 
+from events.credentials import Credential
 from events.log import EventLog
 
 T = TypeVar("T")
@@ -31,37 +32,63 @@ class NatsBridge:
         # When the connection was lost (None: connected), and who to tell it came back.
         self.disconnected_since: float | None = None
         self.on_reconnected: list[Callable[[], None]] = []
+        self._connecting: concurrent.futures.Future[None] | None = None
+        self._refused = ""
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
-    def start(self, url: str, name: str, timeout_s: float = 15.0) -> None:
-        """Connect (giving up after `timeout_s`); once connected, reconnect forever."""
+    def start(
+        self,
+        url: str,
+        name: str,
+        timeout_s: float = 15.0,
+        credential: Credential | None = None,
+    ) -> None:
+        """Connect as `credential`'s user (giving up after `timeout_s`); once connected,
+        reconnect forever. A server that refuses the login fails the start at once."""
         self._thread.start()
         future = asyncio.run_coroutine_threadsafe(
-            asyncio.wait_for(self._connect(url, name), timeout_s), self.loop
+            asyncio.wait_for(self._connect(url, name, credential), timeout_s), self.loop
         )
+        self._connecting = future
         try:
             # A second deadline here: should the connect swallow wait_for's cancellation,
             # the start still ends.
             future.result(timeout_s + 5)
-        except TimeoutError:
+        except (TimeoutError, concurrent.futures.CancelledError):
             future.cancel()
+            if self._refused:
+                raise ConnectionRefusedError(self._refused) from None
             raise TimeoutError(f"no server answered within {timeout_s:.0f}s") from None
+        finally:
+            self._connecting = None
 
-    async def _connect(self, url: str, name: str) -> None:
+    async def _connect(self, url: str, name: str, credential: Credential | None) -> None:
+        login = credential.nats_options() if credential is not None else {}
         self.nc = await nats.connect(
             url,
             name=name,
+            **login,
             connect_timeout=5,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
-            error_cb=_log_error,
+            error_cb=self._on_error,
             disconnected_cb=self._disconnected,
             reconnected_cb=self._reconnected,
         )
         self.log = EventLog(self.nc.jetstream())
+
+    async def _on_error(self, exc: Exception) -> None:
+        """A server that refuses the login ends a start at once: retrying cannot help."""
+        text = str(exc) or type(exc).__name__
+        connecting = self._connecting
+        if connecting is not None and "authorization violation" in text.lower():
+            self._refused = "the server refused the credentials (authorization violation)"
+            connecting.cancel()
+            return
+        await _log_error(exc)
 
     @property
     def connected(self) -> bool:

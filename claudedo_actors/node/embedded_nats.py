@@ -99,7 +99,11 @@ class EmbeddedNats:
     same port and store, and the node's connection reconnects by itself.
     """
 
-    def __init__(self, store_dir: Path, pid_file: Path, server_name: str) -> None:
+    def __init__(
+        self, store_dir: Path, pid_file: Path, server_name: str, config: Path | None = None
+    ) -> None:
+        """`config`: a server configuration file (the home's users and permissions)."""
+        self.config = config
         self.store_dir = store_dir
         self.pid_file = pid_file
         self.server_name = server_name
@@ -166,6 +170,8 @@ class EmbeddedNats:
             "--server_name",
             self.server_name,
         ]
+        if self.config is not None:
+            argv += ["--config", str(self.config)]
         log_path = self.store_dir / "nats-server.log"
         with open(log_path, "ab") as out:
             self.proc = subprocess.Popen(

@@ -69,6 +69,34 @@ class Home:
     def spool_dir(self) -> Path:
         return self.root / "spool"
 
+    @property
+    def creds_dir(self) -> Path:
+        """One credentials file per NATS role (roles.HomeCredentials)."""
+        return self.root / "creds"
+
+    @property
+    def nats_auth_file(self) -> Path:
+        """The embedded server's users and permissions (bcrypt hashes, no passwords)."""
+        return self.root / "nats" / "auth.conf"
+
+    def protect(self) -> None:
+        """Make the home folder its owner's alone (0700): it holds credentials, the log's
+        store and the agents' work."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+
+    def write_private(self, path: Path, text: str) -> None:
+        """Write `path` readable by its owner alone (0600), replacing it whole."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
     def node_id(self) -> str:
         """Stable per home: made once, then read back on every start."""
         path = self.node_id_file
@@ -94,9 +122,7 @@ class NodeAddress:
     pid: int
 
     def write(self, home: Home) -> None:
-        tmp = home.node_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.__dict__))
-        os.replace(tmp, home.node_file)
+        home.write_private(home.node_file, json.dumps(self.__dict__))
 
     @staticmethod
     def read(home: Home) -> NodeAddress | None:

@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,6 +28,7 @@ from claudedo_actors.node.home import Home, NodeAddress
 from claudedo_actors.node.log_facade import LogFacade
 from claudedo_actors.node.presence import Presence, beat_interval
 from claudedo_actors.node.projector_actor import ProjectionFeed, ProjectorActor
+from claudedo_actors.node.roles import ROLES, HomeCredentials
 from claudedo_actors.node.supervisor import Supervisor
 from claudedo_actors.runner.messages import (
     NodesChanged,
@@ -40,6 +42,7 @@ from claudedo_actors.runner.queue import QueueActor
 from claudedo_actors.runner.recovery import end_lost_review
 from claudedo_actors.runner.slot import RunnerContext, SlotActor
 from claudedo_actors.runner.spool import Spool, replay
+from events.credentials import CREDS_ENV, Credential, redact_url
 from events.errors import ClaudeDoError
 from events.log import STREAM
 from events.replay import replay_batches
@@ -102,9 +105,12 @@ class Node:
         slots: int = 2,
         claude_bin: str | None = None,
         replicas: int | None = None,
+        creds: str | os.PathLike[str] | None = None,
     ) -> None:
         """`replicas`: how many servers keep the streams when this node creates them
-        (default: CLAUDEDO_REPLICAS, else min(3, the NATS cluster's size))."""
+        (default: CLAUDEDO_REPLICAS, else min(3, the NATS cluster's size)). `creds`: the
+        node's credentials file for a given NATS server (default: CLAUDEDO_NATS_CREDS, else
+        the home's own, else none); the embedded server always uses the home's."""
         if slots < 0:
             raise ClaudeDoError("--slots must not be negative", code="invalid")
         if replicas is None and os.environ.get(REPLICAS_ENV):
@@ -116,7 +122,10 @@ class Node:
             raise ClaudeDoError(f"{REPLICAS_ENV} must be 1 to 5 (replicas)", code="invalid")
         self.replicas = replicas
         self.home = Home(home)
-        self.nats_url = nats_url
+        self.nats_url = nats_url  # shown and stored: never with a user or password in it
+        self._connect_url = nats_url
+        self._creds_file = creds or os.environ.get(CREDS_ENV) or None
+        self._credential: Credential | None = None
         self.slots = slots
         self.claude_bin = claude_bin
         try:
@@ -169,29 +178,45 @@ class Node:
     def start(self) -> None:
         if self.nats_url is not None:
             check_nats_url(self.nats_url)
+            self.nats_url = redact_url(self.nats_url)
         # The projector builds small Arrow tables for every batch, for the node's whole life.
         # Arrow's default pool kept the freed memory, and the node's RSS grew with every
         # finished task (about 100 MiB over 10,000); with the C library's allocator it stays
         # flat (docs/benchmarks.md, "Node memory").
         pa.set_memory_pool(pa.system_memory_pool())
         self._lock.acquire()
+        self.home.protect()
         self.node_id = self.home.node_id()
-        url = self.nats_url
+        url = self._connect_url
+        credentials = HomeCredentials(self.home.creds_dir)
         if url is None:
-            self._nats = EmbeddedNats(self.home.nats_dir, self.home.nats_pid_file, self.node_id)
+            # Roles on by default: the server knows a user per role, the node logs in as its
+            # own, the CLI as the operator (docs/security.md).
+            self._credential = credentials.get("node")
+            for role in ROLES:
+                credentials.get(role)
+            self.home.write_private(self.home.nats_auth_file, credentials.server_config())
+            self._nats = EmbeddedNats(
+                self.home.nats_dir, self.home.nats_pid_file, self.node_id,
+                config=self.home.nats_auth_file,
+            )  # fmt: skip
             url = self._nats.start()
             self._nats.watch()
             log.info("embedded nats-server on %s (store %s)", url, self.home.nats_dir)
-        self.nats_url = url
+        elif self._creds_file is not None:
+            self._credential = Credential.read(self._creds_file)
+        else:
+            self._credential = credentials.existing("node")
+        self.nats_url = redact_url(url)
         bridge = self._bridge = NatsBridge()
         try:
-            bridge.start(url, name=f"claudedo-node-{self.node_id}")
+            bridge.start(url, name=f"claudedo-node-{self.node_id}", credential=self._credential)
         except ClaudeDoError:
             raise
         except Exception as exc:
-            reason = str(exc) or type(exc).__name__
+            reason = _connect_failure(exc)
             raise ClaudeDoError(
-                f"cannot connect to NATS at {url}: {reason}", code="no_nats"
+                f"cannot connect to NATS at {self.nats_url}: {reason}", code="no_nats"
             ) from None
         assert bridge.log is not None and bridge.nc is not None
         bridge.call(bridge.log.ensure_stream(self.replicas))
@@ -207,7 +232,7 @@ class Node:
         self._projector = supervisor.start_child(
             "projector", lambda: ProjectorActor.start(self.home.projection_file)
         ).get()
-        self._read_log = functools.partial(replay_batches, url, STREAM)
+        self._read_log = functools.partial(replay_batches, url, STREAM, credential=self._credential)
         self._feed = ProjectionFeed(
             bridge.log,
             self._projector_proxy,
@@ -231,12 +256,12 @@ class Node:
         if killed:
             log.warning("killed %d process(es) left by runs of an earlier life", killed)
         self._start_runner(bridge)
-        NodeAddress(self.node_id, url, os.getpid()).write(self.home)
+        NodeAddress(self.node_id, self.nats_url, os.getpid()).write(self.home)
         log.info(
             "node %s ready: home %s, nats %s, slots %d, projection at %d",
             self.node_id,
             self.home.root,
-            url,
+            self.nats_url,
             self.slots,
             self._feed.checkpoint,
         )
@@ -262,7 +287,7 @@ class Node:
             home=self.home,
             facade=facade,
             claude_bin=self.claude_bin,
-            env=dict(os.environ),
+            env=agent_environment(os.environ),
             on_free=self._slot_free,
             on_crash=self._slot_crashed,
         )
@@ -344,6 +369,7 @@ class Node:
         return {
             "node_id": self.node_id,
             "nats_url": self.nats_url,
+            "nats_user": self._credential.user if self._credential is not None else None,
             "stream": STREAM,
             "slots": self.slots,
             "home": str(self.home.root),
@@ -413,6 +439,25 @@ class Node:
             self.home.node_file.unlink(missing_ok=True)
             log.info("node %s stopped", self.node_id)
         self._lock.release()
+
+
+def agent_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The node's environment for its agents, without what lets a process log in to NATS
+    (ClaudeDo's credentials file, the nats CLI's settings, a URL with a password)."""
+    out = {}
+    for key, value in environ.items():
+        if key.startswith(("CLAUDEDO_NATS", "NATS_")):
+            continue
+        out[key] = value
+    return out
+
+
+def _connect_failure(exc: BaseException) -> str:
+    """Why the connection failed, in words that name no secret."""
+    text = str(exc) or type(exc).__name__
+    if "authorization" in text.lower():
+        return "the server refused the credentials (authorization violation)"
+    return text
 
 
 def _quietly(fn: Any) -> None:

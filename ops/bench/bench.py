@@ -3,6 +3,7 @@
 Run from the repository root with the project's virtualenv:
     .venv/bin/python ops/bench/bench.py all            # everything (tens of minutes)
     .venv/bin/python ops/bench/bench.py log|projector|cli|query [--events N ...]
+    .venv/bin/python ops/bench/bench.py sync          # appends/s, sync_interval always vs default
     .venv/bin/python ops/bench/bench.py dispatch|tasks|rss   # running tasks (runner_bench.py)
 Every figure is printed next to its raw baseline measured in the same run, on the same server.
 """
@@ -42,14 +43,20 @@ RESULTS: dict[str, Any] = {}
 
 
 @contextmanager
-def nats_server() -> Iterator[str]:
-    """A fresh nats-server with JetStream, the same way a node starts its embedded one."""
+def nats_server(sync_interval: str | None = None) -> Iterator[str]:
+    """A fresh nats-server with JetStream, the same way a node starts its embedded one;
+    `sync_interval` ("always", "2m") sets how often its store is fsynced."""
     store = Path(tempfile.mkdtemp(prefix="bench-nats-"))
-    server = EmbeddedNats(store, store / "nats-server.pid", "claudedo-bench")
+    config = None
+    if sync_interval is not None:
+        config = store / "sync.conf"
+        config.write_text(f'jetstream {{ store_dir: "{store}", sync_interval: {sync_interval} }}\n')
+    server = EmbeddedNats(store, store / "nats-server.pid", "claudedo-bench", config=config)
     try:
         yield server.start()
     finally:
         server.stop()
+        shutil.rmtree(store, ignore_errors=True)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -141,6 +148,49 @@ async def _bench_log(url: str, n: int) -> None:
             vs_raw_async_pct=100 * rate / raw_async,
         )
     await nc.close()
+
+
+def bench_sync(n: int, rounds: int = 3) -> None:
+    """Appends/s with the store fsynced after every write (`sync_interval: always`) next to
+    nats-server's default (every 2 minutes), alternating, `rounds` of each."""
+    for mode in ("sequential", "64 concurrent"):
+        rates: dict[str, list[float]] = {"default": [], "always": []}
+        for _ in range(rounds):
+            for sync in ("default", "always"):
+                with nats_server(None if sync == "default" else "always") as url:
+                    rates[sync].append(asyncio.run(_appends_per_s(url, n, mode)))
+        for sync, values in rates.items():
+            report(
+                f"EventLog.append {mode}, sync_interval {sync}",
+                events_per_s=statistics.median(values),
+                runs=", ".join(f"{v:,.0f}" for v in values),
+            )
+        report(
+            f"sync_interval always vs default, {mode}",
+            pct=100 * statistics.median(rates["always"]) / statistics.median(rates["default"]),
+        )
+
+
+async def _appends_per_s(url: str, n: int, mode: str) -> float:
+    nc = await nats.connect(url)
+    try:
+        log = await _reset(nc.jetstream())
+        count = n // 4 if mode == "sequential" else n
+        envs = [
+            ev.envelop(ev.TaskCreated(list_id="l", title=f"t{i}"), f"y{i}", ORIGIN)
+            for i in range(count)
+        ]
+        writers = 1 if mode == "sequential" else 64
+
+        async def writer(k: int) -> None:
+            for env in envs[k::writers]:
+                await log.append([env], expected_seq=0)
+
+        t = time.perf_counter()
+        await asyncio.gather(*(writer(k) for k in range(writers)))
+        return count / (time.perf_counter() - t)
+    finally:
+        await nc.close()
 
 
 # --- projector -----------------------------------------------------------------------------
@@ -734,7 +784,8 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "what", choices=["all", "log", "projector", "cli", "query", "dispatch", "tasks", "rss"]
+        "what",
+        choices=["all", "log", "sync", "projector", "cli", "query", "dispatch", "tasks", "rss"],
     )
     parser.add_argument("--dispatch-tasks", type=int, default=100)
     parser.add_argument("--tasks", type=int, default=500)
@@ -759,6 +810,8 @@ def main() -> int:
     print(f"# {when} on {os.cpu_count()} cores, Python {python}, bytecode {pyc}")
     if args.what in ("all", "log"):
         bench_log(args.log_events)
+    if args.what in ("all", "sync"):
+        bench_sync(args.log_events)
     if args.what in ("all", "projector"):
         bench_projector(args.projector_events)
     if args.what in ("all", "cli"):

@@ -10,7 +10,8 @@ from pathlib import Path
 import nats
 
 from claudedo_actors.node.embedded_nats import find_nats_server, free_port
-from tests.conftest import wait_until
+from claudedo_actors.node.roles import HomeCredentials
+from tests.conftest import login_url, wait_until
 
 CONFIG = """server_name: {name}
 listen: 127.0.0.1:{client_port}
@@ -22,12 +23,18 @@ cluster {{
   listen: 127.0.0.1:{route_port}
   routes: [{routes}]
 }}
-"""
+{authorization}"""
 
 
 class Cluster:
+    """`creds`: each role's credentials; the servers enforce ClaudeDo's roles."""
+
     def __init__(self, folder: Path, size: int = 3) -> None:
         self.folder = folder
+        self.creds = folder / "creds"
+        credentials = HomeCredentials(self.creds)
+        authorization = credentials.server_config()
+        self._node = credentials.get("node")
         self.size = size
         self.ports = [(free_port(), free_port()) for _ in range(size)]
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * size
@@ -41,11 +48,16 @@ class Cluster:
                     route_port=route,
                     store=folder / f"store{i}",
                     routes=routes,
+                    authorization=authorization,
                 )
             )
 
     def url(self, i: int) -> str:
         return f"nats://127.0.0.1:{self.ports[i][0]}"
+
+    def login(self, i: int) -> str:
+        """Server i's URL logged in as a node."""
+        return login_url(self.url(i), self._node.user, self._node.password)
 
     def start(self, i: int) -> None:
         log = open(self.folder / f"s{i}.log", "ab")  # noqa: SIM115 - the child's for its life
@@ -63,7 +75,7 @@ class Cluster:
     def _formed(self) -> bool:
         async def ask() -> bool:
             try:
-                nc = await nats.connect(self.url(0), connect_timeout=1, max_reconnect_attempts=0)
+                nc = await nats.connect(self.login(0), connect_timeout=1, max_reconnect_attempts=0)
             except Exception:
                 return False
             try:

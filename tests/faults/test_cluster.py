@@ -49,11 +49,11 @@ def test_a_cluster_losing_a_server_under_load_loses_no_work(
     rng = random.Random(kills)
     repo = _repo(tmp_path)
     a = Runner(tmp_path, slots=2, name="a", env={"FAKE_CLAUDE_SLOW_S": "1"},
-               extra=["--nats", cluster.url(0)]).start()  # fmt: skip
+               extra=["--nats", cluster.url(0)], creds=cluster.creds).start()  # fmt: skip
     b = Runner(tmp_path, slots=2, name="b", env={"FAKE_CLAUDE_SLOW_S": "1"},
-               extra=["--nats", cluster.url(1)]).start()  # fmt: skip
+               extra=["--nats", cluster.url(1)], creds=cluster.creds).start()  # fmt: skip
     report = Report(f"3-server cluster, {kills} server kill(s)")
-    assert _replicas(cluster.url(2)) == [3, 3]
+    assert _replicas(cluster.login(2)) == [3, 3]
     a.add_list(repo, "cluster")
     acked: set[str] = set()
     stop = threading.Event()
@@ -88,7 +88,7 @@ def test_a_cluster_losing_a_server_under_load_loses_no_work(
     a.stop()
     b.stop()
     files = [r.node.home / "projection.duckdb" for r in (a, b)]
-    check(report, cluster.url(2), files, [repo], ids, acked, tmp_path)
+    check(report, cluster.login(2), files, [repo], ids, acked, tmp_path)
     print(report.line())
     for line in report.violations:
         print("  " + line)

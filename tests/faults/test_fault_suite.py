@@ -22,18 +22,38 @@ import psutil
 import pytest
 
 from claudedo_actors.node.embedded_nats import EmbeddedNats
+from claudedo_actors.node.roles import HomeCredentials
 from events.errors import ClaudeDoError
-from tests.conftest import _git, wait_until
+from tests.conftest import _git, login_url, wait_until
 from tests.faults.invariants import Report, check, last_seq
 from tests.runner_support import TERMINAL, Runner
 
 SCENARIOS = ["success", "write", "fail_then_succeed", "fail_twice", "slow", "write_then_fail"]
 
 
+class RoledNats(EmbeddedNats):
+    """A nats-server with ClaudeDo's roles on, as a shared server would have them: `creds`
+    holds each role's credentials, `login` is its URL logged in as the node."""
+
+    def __init__(self, folder: Path) -> None:
+        self.creds = folder / "creds"
+        credentials = HomeCredentials(self.creds)
+        config = folder / "nats" / "auth.conf"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(credentials.server_config())
+        self._node = credentials.get("node")
+        super().__init__(folder / "nats", folder / "nats" / "pid", "faults", config=config)
+
+    @property
+    def login(self) -> str:
+        return login_url(self.url, self._node.user, self._node.password)
+
+
 @pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    """A nats-server of this scenario alone: its log holds nothing else."""
-    server = EmbeddedNats(tmp_path / "nats", tmp_path / "nats" / "pid", "faults")
+def own_nats(tmp_path: Path) -> Iterator[RoledNats]:
+    """A nats-server of this scenario alone (its log holds nothing else), roles on: every
+    scenario runs under the roles, its nodes and clients logged in as theirs."""
+    server = RoledNats(tmp_path)
     server.start()
     yield server
     server.stop()
@@ -91,12 +111,12 @@ def _finish(report: Report, runners: list[Runner], url: str, repos: list[Path],
     "kills", [6, pytest.param(120, marks=[pytest.mark.slow, pytest.mark.timeout(3600)])]
 )
 def test_a_kill_9_of_the_node_at_random_moments(
-    tmp_path: Path, own_nats: EmbeddedNats, kills: int
+    tmp_path: Path, own_nats: RoledNats, kills: int
 ) -> None:
     rng = random.Random(kills)
     repo = _repo(tmp_path)
     runner = Runner(tmp_path, slots=2, env={"FAKE_CLAUDE_SLOW_S": "1"},
-                    extra=["--nats", own_nats.url]).start()  # fmt: skip
+                    extra=["--nats", own_nats.url], creds=own_nats.creds).start()  # fmt: skip
     report = Report(f"kill -9 x{kills}")
     acked: set[str] = set()
     runner.add_list(repo, "chaos")
@@ -104,25 +124,25 @@ def test_a_kill_9_of_the_node_at_random_moments(
         for _ in range(rng.randint(1, 3)):
             _add(runner, rng, "chaos", acked, len(acked) + k * 10)
         # A random moment: once the log grew by a random number of events.
-        target = last_seq(own_nats.url) + rng.randint(1, 12)
-        wait_until(lambda t=target: last_seq(own_nats.url) >= t, 60, "the log to grow")
+        target = last_seq(own_nats.login) + rng.randint(1, 12)
+        wait_until(lambda t=target: last_seq(own_nats.login) >= t, 60, "the log to grow")
         runner.node.kill9()
         report.counts["kills"] += 1
         runner.node.start()
     _settle_all(runner)
-    _finish(report, [runner], own_nats.url, [repo], acked, tmp_path)
+    _finish(report, [runner], own_nats.login, [repo], acked, tmp_path)
 
 
 @pytest.mark.parametrize(
     "rounds", [1, pytest.param(5, marks=[pytest.mark.slow, pytest.mark.timeout(3600)])]
 )
 def test_nats_paused_and_killed_under_load(
-    tmp_path: Path, own_nats: EmbeddedNats, rounds: int
+    tmp_path: Path, own_nats: RoledNats, rounds: int
 ) -> None:
     rng = random.Random(rounds)
     repo = _repo(tmp_path)
     runner = Runner(tmp_path, slots=2, env={"FAKE_CLAUDE_SLOW_S": "2"},
-                    extra=["--nats", own_nats.url]).start()  # fmt: skip
+                    extra=["--nats", own_nats.url], creds=own_nats.creds).start()  # fmt: skip
     report = Report(f"nats paused and killed x{rounds}")
     acked: set[str] = set()
     runner.add_list(repo, "load")
@@ -154,19 +174,17 @@ def test_nats_paused_and_killed_under_load(
         stop.set()
         traffic.join(30)
     _settle_all(runner)
-    _finish(report, [runner], own_nats.url, [repo], acked, tmp_path)
+    _finish(report, [runner], own_nats.login, [repo], acked, tmp_path)
 
 
 @pytest.mark.parametrize(
     "tasks", [120, pytest.param(1000, marks=[pytest.mark.slow, pytest.mark.timeout(3600)])]
 )
-def test_two_nodes_race_for_instant_tasks(
-    tmp_path: Path, own_nats: EmbeddedNats, tasks: int
-) -> None:
+def test_two_nodes_race_for_instant_tasks(tmp_path: Path, own_nats: RoledNats, tasks: int) -> None:
     repo = _repo(tmp_path)
     shared = ["--nats", own_nats.url]
-    a = Runner(tmp_path, slots=3, name="a", extra=shared).start()
-    b = Runner(tmp_path, slots=3, name="b", extra=shared).start()
+    a = Runner(tmp_path, slots=3, name="a", extra=shared, creds=own_nats.creds).start()
+    b = Runner(tmp_path, slots=3, name="b", extra=shared, creds=own_nats.creds).start()
     report = Report(f"two nodes, {tasks} tasks")
     a.add_list(repo, "race")
     acked: set[str] = set()
@@ -187,17 +205,17 @@ def test_two_nodes_race_for_instant_tasks(
     calls = len(a.agent_calls()) + len(b.agent_calls())
     if calls != tasks:
         report.violations.append(f"{calls} agent runs for {tasks} tasks")
-    _finish(report, [a, b], own_nats.url, [repo], acked, tmp_path)
+    _finish(report, [a, b], own_nats.login, [repo], acked, tmp_path)
 
 
 @pytest.mark.parametrize(
     "ops", [40, pytest.param(400, marks=[pytest.mark.slow, pytest.mark.timeout(3600)])]
 )
-def test_review_and_queue_interleavings(tmp_path: Path, own_nats: EmbeddedNats, ops: int) -> None:
+def test_review_and_queue_interleavings(tmp_path: Path, own_nats: RoledNats, ops: int) -> None:
     rng = random.Random(ops)
     repo = _repo(tmp_path)
     runner = Runner(tmp_path, slots=3, env={"FAKE_CLAUDE_SLOW_S": "1"},
-                    extra=["--nats", own_nats.url]).start()  # fmt: skip
+                    extra=["--nats", own_nats.url], creds=own_nats.creds).start()  # fmt: skip
     report = Report(f"review interleavings x{ops}")
     runner.add_list(repo, "review")
     ids = [runner.add_task(f"Work {i} [fake:write]", "review") for i in range(6)]
@@ -228,4 +246,4 @@ def test_review_and_queue_interleavings(tmp_path: Path, own_nats: EmbeddedNats, 
     for t in threads:
         t.join(300)
     _settle_all(runner)
-    _finish(report, [runner], own_nats.url, [repo], None, tmp_path)
+    _finish(report, [runner], own_nats.login, [repo], None, tmp_path)
