@@ -283,6 +283,14 @@ def test_the_operator_calls_the_api_and_reads_output(roled: Runner, git_repo: Pa
     roled.wait_status(task_id)
     res = roled.node.cli("log", task_id[:8])
     assert res.code == 0 and '"type":"result"' in res.out.replace(" ", "")
+    # Following a run's output reads both streams through the operator's own consumers.
+    from claudedo_actors.agent.follow import follow_output
+
+    lines: list[bytes] = []
+    ended = run(
+        follow_output(_url(roled), task_id, 1, lines.append, 10, _cred(roled, "operator"))
+    )
+    assert ended and lines and b'"type":"result"' in lines[-1].replace(b" ", b"")
 
 
 def test_the_node_runs_on_after_every_refusal(roled: Runner) -> None:

@@ -63,6 +63,7 @@ def info(data: dict[str, Any]) -> None:
     for key in (
         "node_id",
         "nats_url",
+        "nats_user",
         "stream",
         "last_seq",
         "checkpoint_seq",
