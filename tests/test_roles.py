@@ -287,9 +287,7 @@ def test_the_operator_calls_the_api_and_reads_output(roled: Runner, git_repo: Pa
     from claudedo_actors.agent.follow import follow_output
 
     lines: list[bytes] = []
-    ended = run(
-        follow_output(_url(roled), task_id, 1, lines.append, 10, _cred(roled, "operator"))
-    )
+    ended = run(follow_output(_url(roled), task_id, 1, lines.append, 10, _cred(roled, "operator")))
     assert ended and lines and b'"type":"result"' in lines[-1].replace(b" ", b"")
 
 
