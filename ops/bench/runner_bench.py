@@ -105,7 +105,17 @@ class _Ended:
     def __init__(self, client: Any) -> None:
         from events.wire import WireConnection
 
-        self._conn = WireConnection(client.request("info", {})["nats_url"], timeout_s=3600)
+        from events.credentials import Credential
+
+        # A core subscription on event subjects: the node's role may (readers use consumers).
+        creds = client.home.creds_dir / "node.json"
+        login = Credential.read(creds) if creds.exists() else None
+        self._conn = WireConnection(
+            client.request("info", {})["nats_url"],
+            3600,
+            login.user if login else None,
+            login.password if login else None,
+        )
         self._conn.send(b"SUB claudedo.evt.task.*.* 1\r\n")
         self._ended: set[bytes] = set()
         self._cond = threading.Condition()
