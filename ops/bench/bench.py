@@ -50,7 +50,7 @@ def nats_server(sync_interval: str | None = None) -> Iterator[str]:
     config = None
     if sync_interval is not None:
         config = store / "sync.conf"
-        config.write_text(f'jetstream {{ store_dir: "{store}", sync_interval: {sync_interval} }}\n')
+        config.write_text(f"jetstream {{ sync_interval: {sync_interval} }}\n")
     server = EmbeddedNats(store, store / "nats-server.pid", "claudedo-bench", config=config)
     try:
         yield server.start()

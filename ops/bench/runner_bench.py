@@ -103,9 +103,8 @@ class _Ended:
     _TERMINAL = (b"TaskCompleted", b"TaskFailed", b"TaskCancelled")
 
     def __init__(self, client: Any) -> None:
-        from events.wire import WireConnection
-
         from events.credentials import Credential
+        from events.wire import WireConnection
 
         # A core subscription on event subjects: the node's role may (readers use consumers).
         creds = client.home.creds_dir / "node.json"
