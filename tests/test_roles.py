@@ -443,3 +443,25 @@ def test_a_node_on_a_server_configured_with_auth_conf(
         assert run(_stream_last(url, creds["reader"])) >= 1
     finally:
         node.stop()
+
+
+def test_a_password_in_the_nats_url_is_used_and_never_shown(
+    shared_server: tuple[str, dict[str, Credential]], tmp_path: Path
+) -> None:
+    url, creds = shared_server
+    secret = creds["node"].password
+    with_login = url.replace("://", f"://node:{secret}@", 1)
+    home = tmp_path / "home"
+    wrong = NodeProcess(home).cli("up", "--nats", url.replace("://", "://node:nope@", 1))
+    assert wrong.code != 0 and "refused" in wrong.err and "nope" not in wrong.err
+    node = NodeProcess(home, ["--nats", with_login]).start()
+    try:
+        node.extra_env["CLAUDEDO_NATS_CREDS"] = str(tmp_path / "operator.json")
+        creds["operator"].write(tmp_path / "operator.json")
+        info = node.ok("info")
+        assert info["nats_url"] == url and info["nats_user"] == "node"
+        shown = node.cli("info")
+        assert secret not in shown.out + shown.err
+    finally:
+        node.stop()
+    assert secret not in node.log_path.read_text()

@@ -369,7 +369,7 @@ class Node:
         return {
             "node_id": self.node_id,
             "nats_url": self.nats_url,
-            "nats_user": self._credential.user if self._credential is not None else None,
+            "nats_user": self._nats_user(),
             "stream": STREAM,
             "slots": self.slots,
             "home": str(self.home.root),
@@ -377,6 +377,13 @@ class Node:
             "nodes": self._presence.nodes() if self._presence is not None else [],
             **self._nats_health(),
         }
+
+    def _nats_user(self) -> str | None:
+        """Who the node logs in as: its credential's user, or the user in the given URL."""
+        if self._credential is not None:
+            return self._credential.user
+        first = (self._connect_url or "").split(",")[0].strip()
+        return urlparse(first if "://" in first else f"nats://{first}").username or None
 
     def _nats_health(self) -> dict[str, Any]:
         """Whether the node reaches NATS (it starts no runs while it does not)."""
