@@ -94,12 +94,13 @@ def test_home_credentials_and_node_file_are_private(roled: Runner) -> None:
     home = roled.node.home
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
     assert stat.S_IMODE((home / "creds").stat().st_mode) == 0o700
-    for path in [home / "node.json", home / "nats" / "auth.conf", *(home / "creds").iterdir()]:
+    for path in [home / "node.json", home / "nats" / "server.conf", *(home / "creds").iterdir()]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    config = (home / "nats" / "auth.conf").read_text()
+    config = (home / "nats" / "server.conf").read_text()
     for role in ROLES:
         assert _cred(roled, role).password not in config  # the server holds bcrypt hashes
     assert config.count('"$2a$') == len(ROLES)
+    assert "sync_interval: always" in config  # every acknowledged event is on disk
 
 
 def test_a_connection_without_credentials_is_refused(roled: Runner) -> None:

@@ -75,9 +75,10 @@ class Home:
         return self.root / "creds"
 
     @property
-    def nats_auth_file(self) -> Path:
-        """The embedded server's users and permissions (bcrypt hashes, no passwords)."""
-        return self.root / "nats" / "auth.conf"
+    def nats_config_file(self) -> Path:
+        """The embedded server's configuration: its users and permissions (bcrypt hashes, no
+        passwords) and how often it syncs its store."""
+        return self.root / "nats" / "server.conf"
 
     def protect(self) -> None:
         """Make the home folder its owner's alone (0700): it holds credentials, the log's
