@@ -7,16 +7,18 @@ a credential reaching a log line or an error message shows nothing secret.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlunparse
 
 from events.errors import Invalid
 
-CREDS_ENV = "CLAUDEDO_NATS_CREDS"
+CREDS_ENV = "CLAUDEDO_NATS_CREDS"  # the CLI's (and any client's) credentials file
+NODE_CREDS_ENV = "CLAUDEDO_NODE_CREDS"  # a node's, for `claudedo up --nats`
 
 
 @dataclass(frozen=True)
@@ -31,19 +33,11 @@ class Credential:
         """The keyword arguments of `nats.connect` that log in as this user."""
         return {"user": self.user, "password": self.password}
 
-    def write(self, path: Path) -> None:
-        """Write the file readable by its owner alone (0600), created in place of any other."""
+    def write(self, path: Path, replace: bool = True) -> None:
+        """Write the file readable by its owner alone (0600), in place of any other; with
+        `replace` False, FileExistsError when `path` exists (never overwritten)."""
         data = json.dumps({"role": self.role, "user": self.user, "password": self.password})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, (data + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_private(path, (data + "\n").encode(), replace)
 
     @staticmethod
     def read(path: str | os.PathLike[str]) -> Credential:
@@ -66,17 +60,41 @@ class Credential:
 
 
 def redact_url(url: str) -> str:
-    """`url` (or a comma-separated list of them) without user, password or token."""
+    """`url` (or a comma-separated list of them) without user, password or token: everything
+    of the authority up to its last `@` goes, whatever characters a password holds."""
     parts = []
     for one in url.split(","):
         one = one.strip()
-        parsed = urlparse(one if "://" in one else f"nats://{one}")
-        if parsed.username is None and parsed.password is None:
-            parts.append(one)
-            continue
-        host = parsed.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{host}:{parsed.port}" if parsed.port else host
-        parts.append(urlunparse(parsed._replace(netloc=netloc)))
+        scheme, sep, rest = one.partition("://")
+        if not sep:
+            scheme, rest = "", one
+        # The authority ends at the first "/" after the last "@" (a password may hold "/").
+        at = rest.rfind("@")
+        if at >= 0:
+            rest = rest[at + 1 :]
+        parts.append(f"{scheme}://{rest}" if sep else rest)
     return ",".join(parts)
+
+
+def write_private(path: Path, data: bytes, replace: bool = True) -> None:
+    """Write `path` whole, readable by its owner alone (0600): a new temporary file of a
+    random name (never following a link), synced, then moved in place (`replace`) or linked
+    to a name that must not exist yet. Nothing is left behind on failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if `path` exists, whatever appeared meanwhile
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)

@@ -347,7 +347,14 @@ def test_the_agent_env_loses_nats_settings_given_to_the_node(tmp_path: Path) -> 
     from claudedo_actors.node.node import agent_environment
 
     env = agent_environment(
-        {"PATH": "/bin", "CLAUDEDO_NATS_CREDS": "/x", "NATS_URL": "nats://u:p@h", "HOME": "/h"}
+        {
+            "PATH": "/bin",
+            "CLAUDEDO_NATS_CREDS": "/x",
+            "NATS_URL": "nats://u:p@h",
+            "HOME": "/h",
+            "CLAUDEDO_NODE_CREDS": "/y",
+            "CLAUDEDO_READER_PASSWORD": "pw",
+        }  # fmt: skip
     )
     assert env == {"PATH": "/bin", "HOME": "/h"}
 
@@ -466,3 +473,89 @@ def test_a_password_in_the_nats_url_is_used_and_never_shown(
     finally:
         node.stop()
     assert secret not in node.log_path.read_text()
+
+
+def test_the_node_answers_only_on_inboxes(roled: Runner) -> None:
+    """The node replies with its own rights, and the server does not check a reply subject
+    against the asker's: a reply on an event subject would have the node append for the
+    operator. Requests with such a reply, or none, are not acted on."""
+    url = _url(roled)
+    target = "claudedo.evt.list.01j00000000000000000000001.ListCreated"
+    node = _cred(roled, "node")
+
+    async def on_target() -> int:
+        async with Session(url, node) as s:
+            info = await s.nc.jetstream().stream_info(STREAM, subjects_filter=target)
+            return len(info.state.subjects or {})
+
+    async def ask() -> None:
+        async with Session(url, _cred(roled, "operator")) as s:
+            await s.nc.publish("claudedo.api.info", b"{}", reply=target)
+            body = json.dumps({"actor": "user:mallory", "name": "no-reply"}).encode()
+            await s.nc.publish("claudedo.api.list.add", body)
+            await s.nc.flush()
+
+    run(ask())
+    roled.ask("info")  # the node answers an honest request after them
+    assert run(on_target()) == 0
+    assert all(item["name"] != "no-reply" for item in roled.ask("list.ls"))
+
+
+def test_a_password_with_any_characters_is_never_shown() -> None:
+    from claudedo_actors.node.node import check_nats_url
+    from events.errors import ClaudeDoError
+
+    assert redact_url("nats://u:pa/ss?w#rd@host:4222") == "nats://host:4222"
+    assert redact_url("u:p@h:1") == "h:1"
+    with pytest.raises(ClaudeDoError) as refused:
+        check_nats_url("nats://node:s3cr/et@host:42x2")
+    assert "s3cr" not in str(refused.value) and "host" in str(refused.value)
+
+
+def test_the_clis_credentials_do_not_become_the_nodes(roled: Runner, tmp_path: Path) -> None:
+    """CLAUDEDO_NATS_CREDS is the CLI's: exported in a shell, it neither stops a plain
+    `claudedo up` nor makes a node log in as the operator."""
+    operator = tmp_path / "operator.json"
+    _cred(roled, "operator").write(operator)
+    home = tmp_path / "other"
+    node = NodeProcess(home, env={"CLAUDEDO_NATS_CREDS": str(operator)}).start()
+    try:
+        assert node.ok("info")["nats_user"] == "node"
+    finally:
+        node.stop()
+    wrong = NodeProcess(tmp_path / "third").cli(
+        "up", "--nats", _url(roled), "--creds", str(operator), "--slots", "0"
+    )
+    assert wrong.code != 0 and "operator" in wrong.err and "Traceback" not in wrong.err
+
+
+def test_a_reader_can_have_the_server_reply_onto_an_event_subject_and_nothing_changes(
+    roled: Runner, git_repo: Path
+) -> None:
+    """A known gap (docs/security.md): the server does not check a request's reply subject
+    against the asker's permissions, so a reader's allowed JetStream request answered on an
+    event subject lands in the log. Such a message is no event of ClaudeDo's: the projector
+    skips and records it, a copy of a real event is a duplicate, and no state changes."""
+    url = _url(roled)
+    lst = roled.add_list(git_repo, name="injected")
+    before = roled.ask("list.ls")
+    skipped = roled.ask("sql", query="select count(*) as n from skipped_messages")
+    subject = f"claudedo.evt.list.{lst}.ListCreated"
+
+    async def inject() -> None:
+        async with Session(url, _cred(roled, "reader")) as s:
+            await s.nc.publish("$JS.API.INFO", b"", reply=subject)
+            get = json.dumps({"last_by_subj": subject}).encode()
+            await s.nc.publish(f"$JS.API.DIRECT.GET.{STREAM}", get, reply=subject)
+            await s.nc.flush()
+
+    last = run(_stream_last(url, _cred(roled, "node")))
+    run(inject())
+    wait_until(lambda: run(_stream_last(url, _cred(roled, "node"))) >= last + 2, 20, "injected")
+    wait_until(
+        lambda: roled.ask("sql", query="select count(*) as n from skipped_messages") != skipped,
+        20,
+        "the injected messages to be skipped and recorded",
+    )
+    assert roled.ask("list.ls") == before
+    assert roled.ask("info")["nats_connected"]

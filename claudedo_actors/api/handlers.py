@@ -96,13 +96,13 @@ class Api:
     async def _on_request(self, msg: Msg) -> None:
         if msg.subject.startswith(PAGES_PREFIX + "."):
             return  # the rest of a reply: its node answers on its own subscription
-        if (msg.reply or "").startswith("$JS."):
-            return  # a stream's message a consumer was told to deliver here: not a request
+        if not _answerable(msg.reply):
+            return
         # One task per request: a command waiting for the projection never holds up others.
         self._spawn(self._handle(msg))
 
     async def _on_next(self, msg: Msg) -> None:
-        if msg.reply:
+        if _answerable(msg.reply):
             self._spawn(self.replies.on_next(msg.reply, msg.subject.rsplit(".", 1)[-1]))
 
     def _spawn(self, work: Awaitable[None]) -> None:
@@ -529,3 +529,12 @@ ROUTES: dict[str, tuple[type[Any], Handler]] = {
     "info": (rq.Info, _info),
     "board": (rq.Board, _board),
 }
+
+
+def _answerable(reply: str | None) -> bool:
+    """Whether a request is one to act on: it asks for its reply on an inbox. The node answers
+    with its own rights, and the server does not check a reply subject against the asker's:
+    a reply named `claudedo.evt.X` would have the node append to the log for the asker. A
+    message with no reply is no request either (a stream's message or heartbeat that a
+    reader's consumer was told to deliver onto the API's subjects)."""
+    return reply is not None and reply.startswith("_INBOX.")

@@ -246,7 +246,7 @@ def app() -> None:
 @click.option(
     "--creds",
     type=click.Path(dir_okay=False, path_type=Path),
-    envvar="CLAUDEDO_NATS_CREDS",
+    envvar="CLAUDEDO_NODE_CREDS",
     help="With --nats: the node's credentials file (see `claudedo creds`).",
 )
 @click.option(
@@ -322,10 +322,12 @@ def creds(role: str, out: Path | None, home: Path | None) -> None:
     if out is None:
         click.echo(f"{role} credentials: {credentials.path(role)}")
         return
-    if out.exists():
-        raise ClaudeDoError(f"{out} exists already: remove it or choose another --out", "invalid")
     try:
-        credential.write(out)
+        credential.write(out, replace=False)
+    except FileExistsError:
+        raise ClaudeDoError(
+            f"{out} exists already: remove it or choose another --out", "invalid"
+        ) from None
     except OSError as exc:
         raise ClaudeDoError(f"cannot write {out}: {exc.strerror}", code="invalid") from None
     click.echo(f"wrote the {role} credentials to {out} (0600)")

@@ -80,23 +80,19 @@ class Home:
         passwords) and how often it syncs its store."""
         return self.root / "nats" / "server.conf"
 
-    def protect(self) -> None:
+    def protect(self) -> int | None:
         """Make the home folder its owner's alone (0700): it holds credentials, the log's
-        store and the agents' work."""
+        store and the agents' work. Returns the mode it had when that was wider."""
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        before = self.root.stat().st_mode & 0o777
         os.chmod(self.root, 0o700)
+        return before if before & 0o077 else None
 
     def write_private(self, path: Path, text: str) -> None:
         """Write `path` readable by its owner alone (0600), replacing it whole."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        from events.credentials import write_private
+
+        write_private(path, text.encode())
 
     def node_id(self) -> str:
         """Stable per home: made once, then read back on every start."""

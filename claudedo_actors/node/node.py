@@ -42,7 +42,7 @@ from claudedo_actors.runner.queue import QueueActor
 from claudedo_actors.runner.recovery import end_lost_review
 from claudedo_actors.runner.slot import RunnerContext, SlotActor
 from claudedo_actors.runner.spool import Spool, replay
-from events.credentials import CREDS_ENV, Credential, redact_url
+from events.credentials import NODE_CREDS_ENV, Credential, redact_url
 from events.errors import ClaudeDoError
 from events.log import STREAM
 from events.replay import replay_batches
@@ -54,15 +54,17 @@ REPLICAS_ENV = "CLAUDEDO_REPLICAS"
 
 
 def check_nats_url(url: str) -> None:
-    """A NATS URL a client can dial: nats://, tls://, ws:// or wss:// with a host."""
+    """A NATS URL a client can dial: nats://, tls://, ws:// or wss:// with a host. Errors
+    quote the URL without its user and password."""
     for one in url.split(","):
         parsed = urlparse(one.strip() if "://" in one else f"nats://{one.strip()}")
+        shown = redact_url(one.strip())
         if parsed.scheme not in ("nats", "tls", "ws", "wss") or not parsed.hostname:
-            raise ClaudeDoError(f"{one.strip()!r} is not a NATS URL (nats://host:port)", "invalid")
+            raise ClaudeDoError(f"{shown!r} is not a NATS URL (nats://host:port)", "invalid")
         try:
             parsed.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError:
-            raise ClaudeDoError(f"{one.strip()!r} has a bad port", code="invalid") from None
+            raise ClaudeDoError(f"{shown!r} has a bad port", code="invalid") from None
 
 
 class NodeLock:
@@ -109,7 +111,7 @@ class Node:
     ) -> None:
         """`replicas`: how many servers keep the streams when this node creates them
         (default: CLAUDEDO_REPLICAS, else min(3, the NATS cluster's size)). `creds`: the
-        node's credentials file for a given NATS server (default: CLAUDEDO_NATS_CREDS, else
+        node's credentials file for a given NATS server (default: CLAUDEDO_NODE_CREDS, else
         the home's own, else none); the embedded server always uses the home's."""
         if slots < 0:
             raise ClaudeDoError("--slots must not be negative", code="invalid")
@@ -124,7 +126,7 @@ class Node:
         self.home = Home(home)
         self.nats_url = nats_url  # shown and stored: never with a user or password in it
         self._connect_url = nats_url
-        self._creds_file = creds or os.environ.get(CREDS_ENV) or None
+        self._creds_file = creds or os.environ.get(NODE_CREDS_ENV) or None
         self._credential: Credential | None = None
         self.slots = slots
         self.claude_bin = claude_bin
@@ -185,7 +187,11 @@ class Node:
         # flat (docs/benchmarks.md, "Node memory").
         pa.set_memory_pool(pa.system_memory_pool())
         self._lock.acquire()
-        self.home.protect()
+        widened = self.home.protect()
+        if widened is not None:
+            log.warning(
+                "home %s was mode %o: now 0700 (it holds credentials)", self.home.root, widened
+            )
         self.node_id = self.home.node_id()
         url = self._connect_url
         credentials = HomeCredentials(self.home.creds_dir)
@@ -207,7 +213,13 @@ class Node:
             log.info("embedded nats-server on %s (store %s)", url, self.home.nats_dir)
         elif self._creds_file is not None:
             self._credential = Credential.read(self._creds_file)
-        else:
+            if self._credential.role not in ("", "node"):
+                raise ClaudeDoError(
+                    f"{self._creds_file} holds the {self._credential.role}'s credentials; "
+                    "a node logs in with a node's",
+                    code="invalid",
+                )
+        elif not _has_userinfo(url):  # a login in the URL is the one to use
             self._credential = credentials.existing("node")
         self.nats_url = redact_url(url)
         bridge = self._bridge = NatsBridge()
@@ -455,10 +467,17 @@ def agent_environment(environ: Mapping[str, str]) -> dict[str, str]:
     (ClaudeDo's credentials file, the nats CLI's settings, a URL with a password)."""
     out = {}
     for key, value in environ.items():
-        if key.startswith(("CLAUDEDO_NATS", "NATS_")):
+        if key.startswith(("CLAUDEDO_NATS", "CLAUDEDO_NODE_CREDS", "NATS_")):
             continue
+        if key.startswith("CLAUDEDO_") and key.endswith("_PASSWORD"):
+            continue  # the roles' passwords a shared server's auth.conf reads
         out[key] = value
     return out
+
+
+def _has_userinfo(url: str) -> bool:
+    first = url.split(",")[0].strip()
+    return "@" in urlparse(first if "://" in first else f"nats://{first}").netloc
 
 
 def _connect_failure(exc: BaseException) -> str:
