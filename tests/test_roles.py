@@ -354,7 +354,7 @@ def test_the_agent_env_loses_nats_settings_given_to_the_node(tmp_path: Path) -> 
             "HOME": "/h",
             "CLAUDEDO_NODE_CREDS": "/y",
             "CLAUDEDO_READER_PASSWORD": "pw",
-        }  # fmt: skip
+        }
     )
     assert env == {"PATH": "/bin", "HOME": "/h"}
 
@@ -520,6 +520,7 @@ def test_the_clis_credentials_do_not_become_the_nodes(roled: Runner, tmp_path: P
     home = tmp_path / "other"
     node = NodeProcess(home, env={"CLAUDEDO_NATS_CREDS": str(operator)}).start()
     try:
+        node.extra_env.pop("CLAUDEDO_NATS_CREDS")  # the CLI of this home: its own operator
         assert node.ok("info")["nats_user"] == "node"
     finally:
         node.stop()
@@ -551,7 +552,9 @@ def test_a_reader_can_have_the_server_reply_onto_an_event_subject_and_nothing_ch
 
     last = run(_stream_last(url, _cred(roled, "node")))
     run(inject())
-    wait_until(lambda: run(_stream_last(url, _cred(roled, "node"))) >= last + 2, 20, "injected")
+    # The JetStream answer lands; the direct get's copy of a real event carries that event's
+    # Nats-Msg-Id, which the stream drops within its duplicate window.
+    wait_until(lambda: run(_stream_last(url, _cred(roled, "node"))) >= last + 1, 20, "injected")
     wait_until(
         lambda: roled.ask("sql", query="select count(*) as n from skipped_messages") != skipped,
         20,
