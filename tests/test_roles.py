@@ -52,10 +52,12 @@ class Session:
         self.url, self.cred = url, cred
         self.errors: list[str] = []
         self.nc: Any = None
+        self._error = asyncio.Event()
 
     async def __aenter__(self) -> Session:
         async def on_error(exc: Exception) -> None:
             self.errors.append(str(exc))
+            self._error.set()
 
         login = self.cred.nats_options() if self.cred is not None else {}
         self.nc = await nats.connect(
@@ -69,15 +71,20 @@ class Session:
     async def refused(self, what: str) -> bool:
         """Whether the server sent a permissions violation naming `what`."""
         await self.nc.flush()
-        for _ in range(100):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2.0  # the -ERR comes with the flush's PONG at the latest
+        while True:
+            self._error.clear()  # before looking: an error arriving after it sets it again
             # nats-py passes the server's -ERR on in lower case
             if any(
                 "permissions violation" in e.lower() and what.lower() in e.lower()
                 for e in self.errors
             ):
                 return True
-            await asyncio.sleep(0.02)  # the -ERR arrives after the flush's PONG at the latest
-        return False
+            try:
+                await asyncio.wait_for(self._error.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                return False
 
 
 async def _stream_last(url: str, cred: Credential, stream: str = STREAM) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import shutil
 import signal
@@ -43,8 +44,10 @@ def _die_with_node() -> None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-def _find_setpriv() -> str | None:
-    """util-linux's setpriv when it can set the death signal, else None."""
+@functools.cache
+def _setpriv() -> str | None:
+    """util-linux's setpriv when it can set the death signal, else None (asked once, at the
+    first agent's start)."""
     found = shutil.which("setpriv")
     if found is None or _prctl is None:
         return None
@@ -57,9 +60,6 @@ def _find_setpriv() -> str | None:
     return found if "--pdeathsig" in usage else None
 
 
-_SETPRIV = _find_setpriv()
-
-
 def death_signal_argv(argv: Sequence[str]) -> tuple[list[str], Callable[[], None] | None]:
     """The command and the pre-exec hook that give the agent its death signal.
 
@@ -67,8 +67,9 @@ def death_signal_argv(argv: Sequence[str]) -> tuple[list[str], Callable[[], None
     threads, docs/benchmarks.md) where it would otherwise spawn without copying it (0.3 ms);
     `setpriv --pdeathsig` sets the same signal in the child and then execs the agent, so the
     hook is only the fallback where setpriv is missing."""
-    if _SETPRIV is not None:
-        return [_SETPRIV, "--pdeathsig", "TERM", "--", *argv], None
+    setpriv = _setpriv()
+    if setpriv is not None:
+        return [setpriv, "--pdeathsig", "TERM", "--", *argv], None
     return list(argv), _die_with_node
 
 
