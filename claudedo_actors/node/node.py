@@ -219,7 +219,7 @@ class Node:
                     "a node logs in with a node's",
                     code="invalid",
                 )
-        elif not _has_userinfo(url):  # a login in the URL is the one to use
+        elif _url_user(url) is None:  # a login in the URL is the one to use
             self._credential = credentials.existing("node")
         self.nats_url = redact_url(url)
         bridge = self._bridge = NatsBridge()
@@ -396,8 +396,7 @@ class Node:
         """Who the node logs in as: its credential's user, or the user in the given URL."""
         if self._credential is not None:
             return self._credential.user
-        first = (self._connect_url or "").split(",")[0].strip()
-        return urlparse(first if "://" in first else f"nats://{first}").username or None
+        return _url_user(self._connect_url or "")
 
     def _nats_health(self) -> dict[str, Any]:
         """Whether the node reaches NATS (it starts no runs while it does not)."""
@@ -475,9 +474,10 @@ def agent_environment(environ: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _has_userinfo(url: str) -> bool:
+def _url_user(url: str) -> str | None:
+    """The user (or token) a NATS URL logs in with, if it names one."""
     first = url.split(",")[0].strip()
-    return "@" in urlparse(first if "://" in first else f"nats://{first}").netloc
+    return urlparse(first if "://" in first else f"nats://{first}").username or None
 
 
 def _connect_failure(exc: BaseException) -> str:
