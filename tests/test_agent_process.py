@@ -102,6 +102,12 @@ def test_the_run_mark_matches_whole_values_only(tmp_path: Path) -> None:
         for mark in ("r-1x", "r-1")
     ]
     try:
+        # Just after exec the kernel may not yet show the new environment in /proc.
+        for proc in procs:
+            wait_until(
+                lambda proc=proc: "CLAUDEDO_RUN_ID" in psutil.Process(proc.pid).environ(),
+                what="the child's environment",
+            )
         assert [p.pid for p in processes_of_run("r-1")] == [procs[1].pid]
         assert [p.pid for p in processes_of_run("r-1x")] == [procs[0].pid]
         assert processes_of_run("r-") == []
