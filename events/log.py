@@ -13,6 +13,7 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
 from events.codec import Envelope, encode
+from events.stream_reader import StreamReader
 from events.subjects import EVENTS_ALL, OUTPUT_ALL, aggregate_filter
 
 STREAM = "CLAUDEDO_EVENTS"
@@ -326,26 +327,23 @@ class EventLog:
         return [e for e in out if e.seq <= until]
 
 
+def _raw_event(seq: int, msg: Any) -> RawEvent:
+    return RawEvent(seq, msg.subject, msg.data)
+
+
 class EventReader:
-    """Events delivered by an ordered push consumer, handed out in batches."""
+    """Events read in order by a pull consumer of the reader's own (`events.stream_reader`),
+    handed out in batches."""
 
     def __init__(self, max_queued: int) -> None:
-        # Bounded: when the reader's owner falls behind, the callback waits, nats-py stops
-        # answering flow control, and the server pauses delivery.
+        self._max_queued = max_queued
+        self._reader: StreamReader[RawEvent] | None = None
         self._queue: asyncio.Queue[RawEvent] = asyncio.Queue(max_queued)
-        self._sub: Any = None
 
     async def start(self, js: JetStreamContext, stream: str, from_seq: int) -> None:
-        config = js_api.ConsumerConfig(
-            deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=max(1, from_seq),
-        )
-        self._sub = await js.subscribe(
-            EVENTS_ALL, stream=stream, cb=self._on_msg, ordered_consumer=True, config=config
-        )
-
-    async def _on_msg(self, msg: Any) -> None:
-        await self._queue.put(RawEvent(msg.metadata.sequence.stream, msg.subject, msg.data))
+        reader = StreamReader(js, stream, EVENTS_ALL, from_seq, _raw_event, self._max_queued)
+        await reader.start()
+        self._reader, self._queue = reader, reader.queue
 
     async def next_batch(self, max_n: int, timeout_s: float | None = None) -> list[RawEvent]:
         """Wait for at least one event (up to the timeout), then take what is there."""
@@ -368,8 +366,8 @@ class EventReader:
         return batch
 
     async def close(self) -> None:
-        sub, self._sub = self._sub, None
-        if sub is not None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
             # Bounded: a connection that is going away must not hold up a shutdown.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(sub.unsubscribe(), 2.0)
+                await asyncio.wait_for(reader.close(), 2.0)

@@ -13,6 +13,7 @@ import events as ev
 from claudedo_actors.agent.run_output import END_HEADER, LINE_HEADER, PART_HEADER
 from events.credentials import Credential
 from events.log import OUTPUT_STREAM, STREAM
+from events.stream_reader import StreamReader
 
 
 async def follow_output(
@@ -34,28 +35,24 @@ async def follow_output(
 
     login = credential.nats_options() if credential is not None else {}
     nc = await nats.connect(url, **login, connect_timeout=5, max_reconnect_attempts=3)
+    readers: list[StreamReader[tuple[str, int, Any]]] = []
     try:
         js = nc.jetstream()
-        inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-
-        async def line_seen(msg: Any) -> None:
-            await inbox.put(("line", msg))
-
-        async def event_seen(msg: Any) -> None:
-            await inbox.put(("event", msg))
-
+        inbox: asyncio.Queue[tuple[str, int, Any]] = asyncio.Queue(10_000)
         subject = ev.output_subject(task_id, run_number)
-        await js.subscribe(subject, stream=OUTPUT_STREAM, ordered_consumer=True, cb=line_seen)
-        await js.subscribe(
-            ev.event_subject("task", task_id, "RunFinished"),
-            stream=STREAM, ordered_consumer=True, cb=event_seen,
-        )  # fmt: skip
+        finished = ev.event_subject("task", task_id, "RunFinished")
+        readers += [
+            StreamReader(js, OUTPUT_STREAM, subject, 1, _tagged("line"), queue=inbox),
+            StreamReader(js, STREAM, finished, 1, _tagged("event"), queue=inbox),
+        ]
+        for reader in readers:
+            await reader.start()
         parts: list[bytes] = []
         delivered = 0  # stream sequence of the last output message handled
         last_before_end: int | None = None  # set once the run is known finished
         while last_before_end is None or delivered < last_before_end:
             try:
-                kind, msg = await asyncio.wait_for(inbox.get(), idle_timeout_s or 3600)
+                kind, seq, msg = await asyncio.wait_for(inbox.get(), idle_timeout_s or 3600)
             except TimeoutError:
                 if idle_timeout_s is not None:
                     return False
@@ -64,7 +61,7 @@ async def follow_output(
                 if _finishes(msg.data, run_number):
                     last_before_end = await _last_seq(js, subject)
                 continue
-            delivered = msg.metadata.sequence.stream
+            delivered = seq
             headers = msg.headers or {}
             if END_HEADER in headers:
                 return True
@@ -79,8 +76,17 @@ async def follow_output(
                 on_line(msg.data)
         return True
     finally:
+        for reader in readers:
+            await reader.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.close(), 2)
+
+
+def _tagged(kind: str) -> Callable[[int, Any], tuple[str, int, Any]]:
+    def make(seq: int, msg: Any) -> tuple[str, int, Any]:
+        return kind, seq, msg
+
+    return make
 
 
 def _finishes(data: bytes, run_number: int) -> bool:
