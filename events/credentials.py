@@ -21,6 +21,13 @@ CREDS_ENV = "CLAUDEDO_NATS_CREDS"  # the CLI's (and any client's) credentials fi
 NODE_CREDS_ENV = "CLAUDEDO_NODE_CREDS"  # a node's, for `claudedo up --nats`
 
 
+def inbox_prefix(role: str) -> str:
+    """Where a role's connections take their replies (`role`: its user's name will do): an
+    operator's and a reader's inboxes are their role's own, so a reader does not see an
+    operator's replies; anyone else's are plain `_INBOX.`."""
+    return f"_INBOX.{role}" if role in ("operator", "reader") else "_INBOX"
+
+
 @dataclass(frozen=True)
 class Credential:
     """Who connects: `user` and `password` (`role` says what the server lets it do)."""
@@ -30,8 +37,14 @@ class Credential:
     role: str = ""
 
     def nats_options(self) -> dict[str, Any]:
-        """The keyword arguments of `nats.connect` that log in as this user."""
-        return {"user": self.user, "password": self.password}
+        """The keyword arguments of `nats.connect` that log in as this user. An operator's and
+        a reader's replies come to inboxes of their role's own (`_INBOX.<role>.`), the only
+        subjects the server lets them subscribe to (docs/security.md)."""
+        return {
+            "user": self.user,
+            "password": self.password,
+            "inbox_prefix": inbox_prefix(self.role or self.user),
+        }
 
     def write(self, path: Path, replace: bool = True) -> None:
         """Write the file readable by its owner alone (0600), in place of any other; with
@@ -57,6 +70,22 @@ class Credential:
         if not (isinstance(user, str) and user and isinstance(password, str) and password):
             raise Invalid(f"credentials file {where} holds no user and password")
         return Credential(user, password, role if isinstance(role, str) else "")
+
+
+def url_user(url: str) -> str | None:
+    """The user (or token) a NATS URL logs in with, if it names one."""
+    from urllib.parse import urlparse
+
+    first = url.split(",")[0].strip()
+    return urlparse(first if "://" in first else f"nats://{first}").username or None
+
+
+def connect_options(url: str, credential: Credential | None) -> dict[str, Any]:
+    """The keyword arguments of `nats.connect` for `url` as `credential`'s user, or as the
+    user the URL names (whose inboxes follow its role's too)."""
+    if credential is not None:
+        return credential.nats_options()
+    return {"inbox_prefix": inbox_prefix(url_user(url) or "")}
 
 
 def redact_url(url: str) -> str:

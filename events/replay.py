@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 
-from events.credentials import Credential
+from events.credentials import Credential, connect_options
 from events.log import RawEvent
 from events.wire import WireConnection, WireError, WireUnsupported
 
@@ -46,7 +46,7 @@ def replay(
         return
     login = (credential.user, credential.password) if credential is not None else (None, None)
     conn = WireConnection(url, timeout_s, *login)
-    inbox = f"_INBOX.replay{os.urandom(8).hex()}"
+    inbox = f"{conn.inbox_prefix}.replay{os.urandom(8).hex()}"
     try:
         conn.send(f"SUB {inbox}.* 1\r\n".encode())
         config = {
@@ -131,7 +131,7 @@ def _read_with_nats_py(
     from events.log import EventLog
 
     async def read_all() -> list[RawEvent]:
-        login = credential.nats_options() if credential is not None else {}
+        login = connect_options(url, credential)
         nc = await nats.connect(url, **login)
         try:
             return await EventLog(nc.jetstream(), stream).read_all(from_seq, until_seq)

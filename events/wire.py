@@ -17,6 +17,8 @@ import socket
 from collections.abc import Iterator
 from urllib.parse import unquote, urlparse
 
+from events.credentials import inbox_prefix
+
 
 class WireUnsupported(Exception):
     """This server or URL needs a feature the minimal client does not have."""
@@ -74,6 +76,9 @@ class WireConnection:
         elif info.get("auth_required"):
             self.close()
             raise WireUnsupported("authentication other than user/password or token")
+        # Where this connection takes its replies: the only subjects an operator or a
+        # reader may subscribe to are inboxes of its role's own.
+        self.inbox_prefix = inbox_prefix(str(connect.get("user", "")))
         self.send(b"CONNECT " + json.dumps(connect).encode() + _CRLF + b"PING" + _CRLF)
         while True:
             line = self._line()
@@ -204,7 +209,7 @@ class WireConnection:
 
     def request(self, subject: str, payload: bytes) -> bytes:
         """Send one request and return the first reply (the socket timeout bounds the wait)."""
-        inbox = f"_INBOX.{os.urandom(11).hex()}"
+        inbox = f"{self.inbox_prefix}.{os.urandom(11).hex()}"
         self.send(f"SUB {inbox} 1\r\n".encode())
         self.pub(subject, inbox, payload)
         for _, _, headers, data in self.frames():

@@ -28,8 +28,9 @@ class Api:
         parts of a paged reply joined. Fails the test on a reply that is not well formed."""
         conn = WireConnection(self.url, 30)
         try:
-            conn.send(b"SUB _INBOX.api-test 1\r\n")
-            conn.pub(f"claudedo.api.{verb}", "_INBOX.api-test", data)
+            inbox = f"{conn.inbox_prefix}.api-test"
+            conn.send(f"SUB {inbox} 1\r\n".encode())
+            conn.pub(f"claudedo.api.{verb}", inbox, data)
             frames = conn.frames()
             documents: list[Any] = []
             chunks: list[bytes] = []
@@ -47,7 +48,7 @@ class Api:
                 following = headers.get(pages.NEXT)
                 if following is None:
                     break
-                conn.pub(following.strip(), "_INBOX.api-test", b"")
+                conn.pub(following.strip(), inbox, b"")
         finally:
             conn.close()
         for doc in documents:

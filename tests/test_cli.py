@@ -244,7 +244,7 @@ def test_malformed_api_requests_get_an_error_and_the_node_lives(node: NodeProces
     url = home_url(node.home, "operator")
 
     async def ask(subject: str, data: bytes) -> dict:
-        nc = await nats.connect(url)
+        nc = await nats.connect(url, inbox_prefix="_INBOX.operator")  # an operator's inboxes
         try:
             msg = await nc.request(subject, data, timeout=10)
             return msgspec.json.decode(msg.data)

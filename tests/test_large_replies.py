@@ -39,7 +39,7 @@ def _raw(node: NodeProcess, verb: str, payload: dict[str, Any]) -> list[tuple[by
     """Every message of a reply as (headers, payload), pulled as the CLI pulls them."""
     conn = WireConnection(home_url(node.home, "operator"), 30)
     try:
-        inbox = "_INBOX.test-large"
+        inbox = "_INBOX.operator.test-large"
         conn.send(f"SUB {inbox} 1\r\n".encode())
         conn.pub(f"claudedo.api.{verb}", inbox, msgspec.json.encode(payload))
         frames = conn.frames()
@@ -200,8 +200,8 @@ def test_a_paged_reply_nobody_asks_for_is_dropped_and_says_so(tmp_path: Path) ->
         add_tasks(node, 3000, description=lambda i: "d" * 400)
         conn = WireConnection(home_url(node.home, "operator"), 30)
         try:
-            conn.send(b"SUB _INBOX.idle 1\r\n")
-            conn.pub("claudedo.api.tasks", "_INBOX.idle", b'{"paged": true}')
+            conn.send(b"SUB _INBOX.operator.idle 1\r\n")
+            conn.pub("claudedo.api.tasks", "_INBOX.operator.idle", b'{"paged": true}')
             frames = conn.frames()
             headers = next(frames)[2].decode()
             following = next(
@@ -211,7 +211,7 @@ def test_a_paged_reply_nobody_asks_for_is_dropped_and_says_so(tmp_path: Path) ->
             )
 
             def dropped() -> dict[str, Any] | None:
-                conn.pub(following, "_INBOX.idle", b"")
+                conn.pub(following, "_INBOX.operator.idle", b"")
                 reply: dict[str, Any] = msgspec.json.decode(next(frames)[3])
                 return reply if "error" in reply else None
 

@@ -67,6 +67,22 @@ def test_the_node_id_is_stable_per_home(node: NodeProcess, git_repo: Path) -> No
     assert [r["name"] for r in node.ok("list", "ls")] == ["demo"]
 
 
+def test_a_home_whose_log_is_in_the_global_account_keeps_it(
+    node: NodeProcess, git_repo: Path
+) -> None:
+    """Homes made before the nodes had a NATS account of their own (decision 0022) kept the
+    log in the server's global account, `$G`; the node moves it into its account."""
+    node.ok("list", "add", "demo", "--dir", str(git_repo))
+    last = node.ok("info")["last_seq"]
+    node.stop()
+    jetstream = node.home / "nats" / "jetstream"
+    (jetstream / "CLAUDEDO").rename(jetstream / "$G")
+    node.start()
+    assert [r["name"] for r in node.ok("list", "ls")] == ["demo"]
+    assert node.ok("info")["last_seq"] == last
+    assert not (jetstream / "$G").exists()
+
+
 def test_after_kill_9_the_node_restarts_with_nothing_lost(
     node: NodeProcess, git_repo: Path
 ) -> None:

@@ -11,7 +11,7 @@ import msgspec
 
 import events as ev
 from claudedo_actors.agent.run_output import END_HEADER, LINE_HEADER, PART_HEADER
-from events.credentials import Credential
+from events.credentials import Credential, connect_options
 from events.log import OUTPUT_STREAM, STREAM
 from events.stream_reader import StreamReader
 
@@ -33,7 +33,7 @@ async def follow_output(
     """
     import nats
 
-    login = credential.nats_options() if credential is not None else {}
+    login = connect_options(url, credential)
     nc = await nats.connect(url, **login, connect_timeout=5, max_reconnect_attempts=3)
     readers: list[StreamReader[tuple[str, int, Any]]] = []
     try:

@@ -536,5 +536,7 @@ def _answerable(reply: str | None) -> bool:
     with its own rights, and the server does not check a reply subject against the asker's:
     a reply named `claudedo.evt.X` would have the node append to the log for the asker. A
     message with no reply is no request either (a stream's message or heartbeat that a
-    reader's consumer was told to deliver onto the API's subjects)."""
-    return reply is not None and reply.startswith("_INBOX.")
+    reader's consumer was told to deliver onto the API's subjects). Operators ask from their
+    own account, whose requests the server hands on with a reply of its making (`_R_.`) that
+    leads back into that account alone (decision 0022)."""
+    return reply is not None and reply.startswith(("_INBOX.", "_R_."))

@@ -15,7 +15,7 @@ import msgspec
 from claudedo_actors.api import pages
 from claudedo_actors.api.pages import CONTINUED, NEXT
 from claudedo_actors.node.home import Home, NodeAddress
-from events.credentials import Credential
+from events.credentials import Credential, connect_options
 from events.errors import ClaudeDoError, Invalid, Unavailable
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ class NodeClient:
     def _pull(self, conn: WireConnection, subject: str, data: bytes) -> Iterator[bytes]:
         """Documents of a reply over one connection: each message's NEXT is asked for once
         the document before is handed on (api/pages.py)."""
-        inbox = f"_INBOX.{os.urandom(11).hex()}"
+        inbox = f"{conn.inbox_prefix}.{os.urandom(11).hex()}"
         conn.send(f"SUB {inbox} 1\r\n".encode())
         conn.pub(subject, inbox, data)
         frames = conn.frames()
@@ -150,7 +150,7 @@ class NodeClient:
 
         url = self.address.nats_url
         try:
-            login = self.credential.nats_options() if self.credential is not None else {}
+            login = connect_options(url, self.credential)
             nc = await nats.connect(
                 url,
                 **login,

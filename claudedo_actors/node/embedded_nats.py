@@ -92,6 +92,20 @@ def _wait_gone(proc: psutil.Process, timeout_s: float) -> bool:
     return False
 
 
+def adopt_global_account(store_dir: Path, account: str) -> bool:
+    """Move a store's streams made in the server's global account (a home started before the
+    nodes had an account of their own, decision 0022) into `account`; True when moved.
+
+    Only while no server runs on the store: a single server keeps an account's streams in
+    `jetstream/<account>/` and finds them there at its next start."""
+    jetstream = store_dir / "jetstream"
+    old, new = jetstream / "$G", jetstream / account
+    if not old.is_dir() or new.exists():
+        return False
+    old.rename(new)
+    return True
+
+
 class EmbeddedNats:
     """A nats-server with JetStream on a free loopback port, its store in the home folder.
 

@@ -23,12 +23,12 @@ import events as ev
 from claudedo_actors.agent.process import kill_node_processes
 from claudedo_actors.api.handlers import Api
 from claudedo_actors.node.bridge import NatsBridge
-from claudedo_actors.node.embedded_nats import EmbeddedNats
+from claudedo_actors.node.embedded_nats import EmbeddedNats, adopt_global_account, kill_stale
 from claudedo_actors.node.home import Home, NodeAddress
 from claudedo_actors.node.log_facade import LogFacade
 from claudedo_actors.node.presence import Presence, beat_interval
 from claudedo_actors.node.projector_actor import ProjectionFeed, ProjectorActor
-from claudedo_actors.node.roles import ROLES, HomeCredentials
+from claudedo_actors.node.roles import NODES_ACCOUNT, ROLES, HomeCredentials
 from claudedo_actors.node.supervisor import Supervisor
 from claudedo_actors.runner.messages import (
     NodesChanged,
@@ -42,7 +42,7 @@ from claudedo_actors.runner.queue import QueueActor
 from claudedo_actors.runner.recovery import end_lost_review
 from claudedo_actors.runner.slot import RunnerContext, SlotActor
 from claudedo_actors.runner.spool import Spool, replay
-from events.credentials import NODE_CREDS_ENV, Credential, redact_url
+from events.credentials import NODE_CREDS_ENV, Credential, redact_url, url_user
 from events.errors import ClaudeDoError
 from events.log import STREAM
 from events.replay import replay_batches
@@ -204,6 +204,9 @@ class Node:
             # Every write fsynced before it is acknowledged (docs/operations.md measures it).
             config = credentials.server_config() + "jetstream { sync_interval: always }\n"
             self.home.write_private(self.home.nats_config_file, config)
+            kill_stale(self.home.nats_pid_file, self.home.nats_dir)
+            if adopt_global_account(self.home.nats_dir, NODES_ACCOUNT):
+                log.info("the log moved into the nodes' own NATS account %s", NODES_ACCOUNT)
             self._nats = EmbeddedNats(
                 self.home.nats_dir, self.home.nats_pid_file, self.node_id,
                 config=self.home.nats_config_file,
@@ -219,7 +222,7 @@ class Node:
                     "a node logs in with a node's",
                     code="invalid",
                 )
-        elif _url_user(url) is None:  # a login in the URL is the one to use
+        elif url_user(url) is None:  # a login in the URL is the one to use
             self._credential = credentials.existing("node")
         self.nats_url = redact_url(url)
         bridge = self._bridge = NatsBridge()
@@ -396,7 +399,7 @@ class Node:
         """Who the node logs in as: its credential's user, or the user in the given URL."""
         if self._credential is not None:
             return self._credential.user
-        return _url_user(self._connect_url or "")
+        return url_user(self._connect_url or "")
 
     def _nats_health(self) -> dict[str, Any]:
         """Whether the node reaches NATS (it starts no runs while it does not)."""
@@ -472,12 +475,6 @@ def agent_environment(environ: Mapping[str, str]) -> dict[str, str]:
             continue  # the roles' passwords a shared server's auth.conf reads
         out[key] = value
     return out
-
-
-def _url_user(url: str) -> str | None:
-    """The user (or token) a NATS URL logs in with, if it names one."""
-    first = url.split(",")[0].strip()
-    return urlparse(first if "://" in first else f"nats://{first}").username or None
 
 
 def _connect_failure(exc: BaseException) -> str:

@@ -18,34 +18,41 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from events.credentials import Credential
+from events.credentials import Credential, inbox_prefix
 from events.errors import Invalid
 from events.log import OUTPUT_STREAM, STREAM
 
 ROLES = ("node", "operator", "reader")
 BCRYPT_COST = 6  # the passwords are 256 random bits: the cost only adds to every connect
 
+# Nodes live in one NATS account, operators and readers in another (decision 0022). The
+# clients' account imports the API and a read-only part of the nodes' JetStream API; nothing
+# a client sends, and no answer to it, can reach the nodes' subjects, so none lands in a
+# stream, whatever reply subject the client names.
+NODES_ACCOUNT = "CLAUDEDO"
+CLIENTS_ACCOUNT = "CLAUDEDO_CLIENTS"
+
 _READ_STREAMS = (STREAM, OUTPUT_STREAM)
 
 
-def _read_publish() -> list[str]:
-    """What reading and replaying the streams publishes: JetStream's read-only API, consumer
-    creation and fetches on our streams, flow control and acks of those consumers."""
-    allowed = ["$JS.API.INFO", "$JS.API.STREAM.NAMES"]
+def client_services() -> list[tuple[str, bool]]:
+    """The nodes' services a client reaches through an import: (subject, whether one request
+    gets several answers). Reading and replaying the streams: account and stream info,
+    messages by sequence or subject, consumers of the client's own and their batches, acks."""
+    services = [("$JS.API.INFO", False), ("$JS.API.STREAM.NAMES", False)]
     for stream in _READ_STREAMS:
-        allowed += [
-            f"$JS.API.STREAM.INFO.{stream}",
-            f"$JS.API.STREAM.MSG.GET.{stream}",
-            f"$JS.API.DIRECT.GET.{stream}",
-            f"$JS.API.DIRECT.GET.{stream}.>",
-            f"$JS.API.CONSUMER.CREATE.{stream}",
-            f"$JS.API.CONSUMER.CREATE.{stream}.>",
-            f"$JS.API.CONSUMER.INFO.{stream}.*",
-            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.*",
-            f"$JS.ACK.{stream}.>",
-            f"$JS.FC.{stream}.>",
+        services += [
+            (f"$JS.API.STREAM.INFO.{stream}", False),
+            (f"$JS.API.STREAM.MSG.GET.{stream}", False),
+            (f"$JS.API.DIRECT.GET.{stream}", True),
+            (f"$JS.API.DIRECT.GET.{stream}.>", True),
+            (f"$JS.API.CONSUMER.CREATE.{stream}", False),
+            (f"$JS.API.CONSUMER.CREATE.{stream}.>", False),
+            (f"$JS.API.CONSUMER.INFO.{stream}.*", False),
+            (f"$JS.API.CONSUMER.MSG.NEXT.{stream}.*", True),
+            (f"$JS.ACK.{stream}.>", False),
         ]
-    return allowed
+    return services
 
 
 @dataclass(frozen=True)
@@ -62,19 +69,14 @@ class Permissions:
 
 
 def permissions(role: str) -> Permissions:
-    """What the server lets `role` publish and subscribe to."""
-    # Readers and operators receive events and output through their own consumers, which
-    # deliver to their inboxes: they may subscribe to nothing else. A subscription of theirs
-    # on an event subject would let them have the server deliver a stream's messages to that
-    # subject (a push consumer's deliver subject), where the event stream stores them.
-    read_subscribe = ("_INBOX.>",)
+    """What the server lets `role` publish and subscribe to (in its account)."""
     if role == "node":
         # The log is append-only also for nodes: what removes or rewrites events is denied
         # (the stream's deny_delete and deny_purge say the same inside the server).
         return Permissions(
             publish_allow=(
                 "claudedo.evt.>", "claudedo.out.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>",
-                "$KV.claudedo_nodes.>", "_INBOX.>",
+                "$KV.claudedo_nodes.>", "_INBOX.>", "_R_.>",
             ),
             publish_deny=tuple(
                 f"$JS.API.STREAM.{verb}.{STREAM}"
@@ -85,10 +87,14 @@ def permissions(role: str) -> Permissions:
                 "$KV.claudedo_nodes.>",
             ),
         )  # fmt: skip
+    # Operators and readers receive events and output through their own pull consumers,
+    # whose answers come to their inboxes: they may subscribe to nothing else.
+    read = tuple(subject for subject, _ in client_services())
+    own_inbox = (inbox_prefix(role) + ".>",)
     if role == "operator":
-        return Permissions(("claudedo.api.>", *_read_publish()), (), read_subscribe)
+        return Permissions(("claudedo.api.>", *read), (), own_inbox)
     if role == "reader":
-        return Permissions(tuple(_read_publish()), (), read_subscribe)
+        return Permissions(read, (), own_inbox)
     raise Invalid(f"unknown role {role!r} (one of: {', '.join(ROLES)})")
 
 
@@ -96,29 +102,47 @@ def _quoted(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(item) for item in items) + "]"
 
 
-def authorization_block(users: dict[str, str], variables: bool = False) -> str:
-    """The server configuration's `authorization` block: one user per role in `users`
-    (role -> password or its bcrypt hash; with `variables`, the name of the environment
-    variable that holds it), each with its role's permissions."""
-    lines = ["authorization {"]
-    for role in ROLES:
-        perms = permissions(role).as_config()
-        publish, subscribe = perms["publish"], perms["subscribe"]
-        assert isinstance(publish, dict) and isinstance(subscribe, dict)
-        lines.append(f"  {role.upper()} = {{")
-        deny = f", deny: {_quoted(publish['deny'])}" if "deny" in publish else ""
-        lines.append(f"    publish: {{allow: {_quoted(publish['allow'])}{deny}}}")
-        lines.append(f"    subscribe: {{allow: {_quoted(subscribe['allow'])}}}")
-        lines.append("  }")
-    lines.append("  users: [")
-    for role in ROLES:
-        if role in users:
-            password = f"${users[role]}" if variables else json.dumps(users[role])
-            lines.append(
-                f"    {{user: {role}, password: {password}, permissions: ${role.upper()}}}"
-            )
-    lines.append("  ]")
-    lines.append("}")
+def _user_line(role: str, password: str) -> str:
+    perms = permissions(role).as_config()
+    publish, subscribe = perms["publish"], perms["subscribe"]
+    assert isinstance(publish, dict) and isinstance(subscribe, dict)
+    deny = f", deny: {_quoted(publish['deny'])}" if "deny" in publish else ""
+    return (
+        f"      {{user: {role}, password: {password}, permissions: {{\n"
+        f"        publish: {{allow: {_quoted(publish['allow'])}{deny}}}\n"
+        f"        subscribe: {{allow: {_quoted(subscribe['allow'])}}}\n"
+        "      }}"
+    )
+
+
+def accounts_block(users: dict[str, str], variables: bool = False) -> str:
+    """The server configuration's `accounts` block: the nodes' account with JetStream and its
+    exports, the clients' with the imports; one user per role in `users` (role -> password or
+    its bcrypt hash; with `variables`, the name of the environment variable that holds it),
+    each with its role's permissions."""
+
+    def password(role: str) -> str:
+        return f"${users[role]}" if variables else json.dumps(users[role])
+
+    def users_of(roles: tuple[str, ...]) -> list[str]:
+        present = [role for role in roles if role in users]
+        return ["    users: [", *(_user_line(r, password(r)) for r in present), "    ]"]
+
+    services = [("claudedo.api.>", False), *client_services()]
+    lines = ["accounts {", f"  {NODES_ACCOUNT}: {{", "    jetstream: enabled"]
+    lines += users_of(("node",))
+    lines.append("    exports: [")
+    for subject, several in services:
+        answers = ", response_type: stream" if several else ""
+        lines.append(f"      {{service: {json.dumps(subject)}{answers}}}")
+    lines += ["    ]", "  }", f"  {CLIENTS_ACCOUNT}: {{"]
+    lines += users_of(("operator", "reader"))
+    lines.append("    imports: [")
+    for subject, _ in services:
+        lines.append(
+            f"      {{service: {{account: {NODES_ACCOUNT}, subject: {json.dumps(subject)}}}}}"
+        )
+    lines += ["    ]", "  }", "}"]
     return "\n".join(lines) + "\n"
 
 
@@ -154,5 +178,5 @@ class HomeCredentials:
         return Credential.read(path) if path.exists() else None
 
     def server_config(self) -> str:
-        """The embedded server's authorization block, passwords as bcrypt hashes."""
-        return authorization_block({role: _bcrypt(self.get(role).password) for role in ROLES})
+        """The embedded server's accounts and users, passwords as bcrypt hashes."""
+        return accounts_block({role: _bcrypt(self.get(role).password) for role in ROLES})

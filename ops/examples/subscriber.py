@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """An example subscriber of ClaudeDo's event log, written without ClaudeDo's code.
 
-It replays the log from a sequence, then follows it live, with plain nats-py and the reader
-role's credentials (`claudedo creds reader --out reader.json`), and validates every event
-against the JSON Schema in `events/schema/` (with the `jsonschema` package). It prints one
-JSON line per event: its stream sequence, subject, type and whether it validated.
+It replays the log from a sequence, then follows it live, with plain nats-py, a pull
+consumer of its own and the reader role's credentials (`claudedo creds reader --out
+reader.json`), and validates every event against the JSON Schema in `events/schema/` (with
+the `jsonschema` package). It prints one JSON line per event: its stream sequence, subject,
+type and whether it validated.
 
     python ops/examples/subscriber.py --url nats://127.0.0.1:4222 --creds reader.json
     python ops/examples/subscriber.py ... --position seen.txt   # resume where it stopped
@@ -21,10 +22,12 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import nats
-from nats.js.api import ConsumerConfig, DeliverPolicy
+import nats.js.errors
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 STREAM = "CLAUDEDO_EVENTS"
 SCHEMA_DIR = Path(__file__).resolve().parent.parent.parent / "events" / "schema"
@@ -50,37 +53,59 @@ async def follow(args: argparse.Namespace) -> int:
     position = Path(args.position) if args.position else None
     start = max(args.from_seq, stored_position(position) + 1)
 
-    nc = await nats.connect(args.url, user=creds["user"], password=creds["password"])
+    # A reader's replies come only to inboxes of its role's own (docs/security.md).
+    role = creds.get("role") or creds["user"]
+    nc = await nats.connect(
+        args.url, user=creds["user"], password=creds["password"], inbox_prefix=f"_INBOX.{role}"
+    )
+    js = nc.jetstream()
     problems = 0
+    expected = start
+
+    async def consumer_from(seq: int) -> Any:
+        # A pull consumer of our own: in stream order, from any sequence, no acks; the server
+        # drops it a minute after we stop asking.
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq,
+            ack_policy=AckPolicy.NONE, inactive_threshold=60.0, mem_storage=True,
+            num_replicas=1,
+        )  # fmt: skip
+        return await js.pull_subscribe("claudedo.evt.>", stream=STREAM, config=config)
+
     try:
-        # An ordered consumer of our own: in stream order, from any sequence, no acks.
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
-        sub = await nc.jetstream().subscribe(
-            "claudedo.evt.>", stream=STREAM, ordered_consumer=True, config=config
-        )
-        expected = start
+        sub = await consumer_from(expected)
+        idle = 0.0
         while args.until_seq is None or expected <= args.until_seq:
             try:
-                msg = await sub.next_msg(timeout=args.idle_exit or 3600)
+                msgs = await sub.fetch(batch=256, timeout=5.0)
             except nats.errors.TimeoutError:
-                if args.idle_exit:
+                idle += 5.0
+                if args.idle_exit and idle >= args.idle_exit:
                     break  # nothing new for that long
                 continue
-            seq = msg.metadata.sequence.stream
-            if seq != expected:  # the log denies deletes: its sequences have no gaps
-                print(f"missing sequences {expected}..{seq - 1}", file=sys.stderr)
-                problems += 1
-            envelope = json.loads(msg.data)
-            errors = [e.message for e in validator.iter_errors(envelope)]
-            for error in errors[:3]:
-                print(f"seq {seq}: {error}", file=sys.stderr)
-            problems += bool(errors)
-            kind = envelope.get("event", {}).get("type") if isinstance(envelope, dict) else None
-            line = {"seq": seq, "subject": msg.subject, "type": kind, "valid": not errors}
-            print(json.dumps(line), flush=True)
-            if position is not None:
-                store_position(position, seq)
-            expected = seq + 1
+            except nats.js.errors.Error:  # the consumer went (a server restart): again
+                sub = await consumer_from(expected)
+                continue
+            idle = 0.0
+            for msg in msgs:
+                seq = msg.metadata.sequence.stream
+                if seq != expected:  # the log denies deletes: its sequences have no gaps
+                    print(f"missing sequences {expected}..{seq - 1}", file=sys.stderr)
+                    problems += 1
+                envelope = json.loads(msg.data)
+                errors = [e.message for e in validator.iter_errors(envelope)]
+                for error in errors[:3]:
+                    print(f"seq {seq}: {error}", file=sys.stderr)
+                problems += bool(errors)
+                event = envelope.get("event", {}) if isinstance(envelope, dict) else {}
+                line = {"seq": seq, "subject": msg.subject, "type": event.get("type"),
+                        "valid": not errors}  # fmt: skip
+                print(json.dumps(line), flush=True)
+                if position is not None:
+                    store_position(position, seq)
+                expected = seq + 1
+                if args.until_seq is not None and expected > args.until_seq:
+                    break
     finally:
         await nc.close()
     return 1 if problems else 0
