@@ -82,6 +82,9 @@ class StreamReader(Generic[T]):
         self._lost = False
         self._heard = 0.0  # monotonic time of the last message or heartbeat
         self._waiting_for_room = False
+        # Python 3.11's wait_for can swallow a cancellation that meets its own wake-up, so
+        # the pump also stops on this flag.
+        self._closing = False
 
     async def start(self) -> None:
         await self._open()  # the first consumer's errors (no such stream, refused) are the caller's
@@ -114,7 +117,7 @@ class StreamReader(Generic[T]):
 
     async def _pump(self) -> None:
         failures = 0
-        while True:
+        while not self._closing:
             try:
                 if self._sub is None:
                     await self._open()
@@ -130,7 +133,7 @@ class StreamReader(Generic[T]):
 
     async def _pull_until_lost(self) -> None:
         subject = f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{self._consumer}"
-        while not self._lost:
+        while not self._lost and not self._closing:
             # When the owner is behind, the callback waits on the full queue and a request of
             # one message keeps the consumer asked for.
             self._left = max(1, min(_BATCH, self.queue.maxsize - self.queue.qsize()))
@@ -145,6 +148,8 @@ class StreamReader(Generic[T]):
             while not self._answered.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._answered.wait(), _HEARTBEAT_S)
+                if self._closing:
+                    return
                 silent = time.monotonic() - self._heard > _LOST_AFTER_S
                 if silent and not self._waiting_for_room and not self._answered.is_set():
                     self._lost = True  # no message and no heartbeat: the consumer is gone
@@ -189,6 +194,7 @@ class StreamReader(Generic[T]):
             self._answered.set()
 
     async def close(self) -> None:
+        self._closing = True
         task, self._pump_task = self._pump_task, None
         if task is not None:
             task.cancel()

@@ -102,34 +102,47 @@ def _quoted(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(item) for item in items) + "]"
 
 
-def _user_line(role: str, password: str) -> str:
-    perms = permissions(role).as_config()
-    publish, subscribe = perms["publish"], perms["subscribe"]
-    assert isinstance(publish, dict) and isinstance(subscribe, dict)
-    deny = f", deny: {_quoted(publish['deny'])}" if "deny" in publish else ""
-    return (
-        f"      {{user: {role}, password: {password}, permissions: {{\n"
-        f"        publish: {{allow: {_quoted(publish['allow'])}{deny}}}\n"
-        f"        subscribe: {{allow: {_quoted(subscribe['allow'])}}}\n"
-        "      }}"
-    )
+def _variable(role: str) -> str:
+    # Not the bare role: `operator` is a key of nats-server's configuration.
+    return f"{role.upper()}_PERMISSIONS"
+
+
+def _permission_variables() -> list[str]:
+    """One configuration variable per role (`NODE_PERMISSIONS = {...}`), which more users of
+    that role can name (`permissions: $NODE_PERMISSIONS`)."""
+    lines = []
+    for role in ROLES:
+        perms = permissions(role).as_config()
+        publish, subscribe = perms["publish"], perms["subscribe"]
+        assert isinstance(publish, dict) and isinstance(subscribe, dict)
+        deny = f", deny: {_quoted(publish['deny'])}" if "deny" in publish else ""
+        lines += [
+            f"{_variable(role)} = {{",
+            f"  publish: {{allow: {_quoted(publish['allow'])}{deny}}}",
+            f"  subscribe: {{allow: {_quoted(subscribe['allow'])}}}",
+            "}",
+        ]
+    return lines
 
 
 def accounts_block(users: dict[str, str], variables: bool = False) -> str:
-    """The server configuration's `accounts` block: the nodes' account with JetStream and its
-    exports, the clients' with the imports; one user per role in `users` (role -> password or
-    its bcrypt hash; with `variables`, the name of the environment variable that holds it),
-    each with its role's permissions."""
-
-    def password(role: str) -> str:
-        return f"${users[role]}" if variables else json.dumps(users[role])
+    """The server configuration's roles: a variable per role's permissions, then the
+    `accounts` block: the nodes' account with JetStream and its exports, the clients' with
+    the imports; one user per role in `users` (role -> password or its bcrypt hash; with
+    `variables`, the name of the environment variable that holds it)."""
 
     def users_of(roles: tuple[str, ...]) -> list[str]:
-        present = [role for role in roles if role in users]
-        return ["    users: [", *(_user_line(r, password(r)) for r in present), "    ]"]
+        lines = ["    users: ["]
+        for role in (r for r in roles if r in users):
+            password = f"${users[role]}" if variables else json.dumps(users[role])
+            lines.append(
+                f"      {{user: {role}, password: {password}, permissions: ${_variable(role)}}}"
+            )
+        return [*lines, "    ]"]
 
     services = [("claudedo.api.>", False), *client_services()]
-    lines = ["accounts {", f"  {NODES_ACCOUNT}: {{", "    jetstream: enabled"]
+    lines = [*_permission_variables(), "accounts {", f"  {NODES_ACCOUNT}: {{"]
+    lines.append("    jetstream: enabled")
     lines += users_of(("node",))
     lines.append("    exports: [")
     for subject, several in services:
