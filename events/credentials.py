@@ -43,8 +43,13 @@ class Credential:
         return {
             "user": self.user,
             "password": self.password,
-            "inbox_prefix": inbox_prefix(self.role or self.user),
+            "inbox_prefix": self.inbox_prefix,
         }
+
+    @property
+    def inbox_prefix(self) -> str:
+        """The inbox prefix of this credential's role (its user's name when it has none)."""
+        return inbox_prefix(self.role or self.user)
 
     def write(self, path: Path, replace: bool = True) -> None:
         """Write the file readable by its owner alone (0600), in place of any other; with

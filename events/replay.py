@@ -44,7 +44,8 @@ def replay(
     read as `credential`'s user if one is given."""
     if until_seq < from_seq:
         return
-    login = (credential.user, credential.password) if credential is not None else (None, None)
+    cred = credential
+    login = (cred.user, cred.password, cred.inbox_prefix) if cred else (None, None, None)
     conn = WireConnection(url, timeout_s, *login)
     inbox = f"{conn.inbox_prefix}.replay{os.urandom(8).hex()}"
     try:

@@ -39,7 +39,12 @@ class WireConnection:
     """One connection to a NATS server, driven synchronously."""
 
     def __init__(
-        self, url: str, timeout_s: float, user: str | None = None, password: str | None = None
+        self,
+        url: str,
+        timeout_s: float,
+        user: str | None = None,
+        password: str | None = None,
+        inbox: str | None = None,
     ) -> None:
         parsed = urlparse(url if "://" in url else f"nats://{url}")
         if parsed.scheme not in ("nats", ""):
@@ -78,7 +83,7 @@ class WireConnection:
             raise WireUnsupported("authentication other than user/password or token")
         # Where this connection takes its replies: the only subjects an operator or a
         # reader may subscribe to are inboxes of its role's own.
-        self.inbox_prefix = inbox_prefix(str(connect.get("user", "")))
+        self.inbox_prefix = inbox or inbox_prefix(str(connect.get("user", "")))
         self.send(b"CONNECT " + json.dumps(connect).encode() + _CRLF + b"PING" + _CRLF)
         while True:
             line = self._line()

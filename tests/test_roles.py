@@ -407,12 +407,18 @@ def shared_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, Credential]]]
     port = free_port()
     creds = {role: Credential(role, os.urandom(16).hex(), role) for role in ROLES}
     conf = tmp_path / "server.conf"
-    (tmp_path / "auth.conf").write_text((ROOT / "ops" / "nats" / "auth.conf").read_text())
+    # One more operator, added as docs/operations.md says: a user in the clients' account.
+    auth = (ROOT / "ops" / "nats" / "auth.conf").read_text()
+    reader_line = next(line for line in auth.splitlines() if "{user: reader," in line)
+    alice = reader_line.replace("reader", "alice").replace("READER", "OPERATOR")
+    alice = alice.replace("CLAUDEDO_OPERATOR_PASSWORD", "CLAUDEDO_ALICE_PASSWORD")
+    (tmp_path / "auth.conf").write_text(auth.replace(reader_line, f"{reader_line}\n{alice}"))
+    creds["alice"] = Credential("alice", os.urandom(16).hex(), "operator")
     conf.write_text(
         f'listen: 127.0.0.1:{port}\njetstream {{ store_dir: "{tmp_path / "store"}" }}\n'
         "include auth.conf\n"
     )
-    env = {**os.environ, **{f"CLAUDEDO_{r.upper()}_PASSWORD": c.password for r, c in creds.items()}}
+    env = {**os.environ, **{f"CLAUDEDO_{n.upper()}_PASSWORD": c.password for n, c in creds.items()}}
     log = open(tmp_path / "server.log", "ab")  # noqa: SIM115 - the child's for its life
     proc = subprocess.Popen(
         [find_nats_server(), "-c", str(conf)], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -453,6 +459,9 @@ def test_a_node_on_a_server_configured_with_auth_conf(
         assert made["name"] == "shared"
         info = node.ok("info")
         assert info["nats_user"] == "node"
+        # Another operator's CLI takes its replies on the operators' inboxes too.
+        node.extra_env["CLAUDEDO_NATS_CREDS"] = str(files["alice"])
+        assert [r["name"] for r in node.ok("list", "ls")] == ["shared"]
         node.extra_env["CLAUDEDO_NATS_CREDS"] = str(files["reader"])
         as_reader = node.cli("list", "add", "nope", "--dir", str(git_repo))
         assert as_reader.code != 0 and "refused" in as_reader.err

@@ -83,7 +83,7 @@ class NodeClient:
 
         url = self.address.nats_url
         cred = self.credential
-        login = (cred.user, cred.password) if cred is not None else (None, None)
+        login = (cred.user, cred.password, cred.inbox_prefix) if cred else (None, None, None)
         try:
             conn = WireConnection(url, self.timeout_s, *login)
         except WireUnsupported:
