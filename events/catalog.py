@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Union
 
 from events._base import Event
+from events.checkpoints import LOG_EVENTS, LogCheckpointed
 from events.lists import LIST_EVENTS, ListConfigured, ListCreated
 from events.tasks import (
     TASK_EVENTS,
@@ -36,7 +37,7 @@ from events.tasks import (
     WorktreeMerged,
 )
 
-# Spelled out for the type checker; the test suite checks it equals LIST_EVENTS + TASK_EVENTS.
+# Spelled out for the type checker; the test suite checks it equals ALL_EVENTS.
 AnyEvent = Union[  # noqa: UP007 - a runtime Union object is what msgspec decodes against
     ListCreated,
     ListConfigured,
@@ -66,8 +67,9 @@ AnyEvent = Union[  # noqa: UP007 - a runtime Union object is what msgspec decode
     RunSessionOpened,
     SessionLost,
     RunFinished,
+    LogCheckpointed,
 ]
 
-ALL_EVENTS: tuple[type[Event], ...] = LIST_EVENTS + TASK_EVENTS
+ALL_EVENTS: tuple[type[Event], ...] = LIST_EVENTS + TASK_EVENTS + LOG_EVENTS
 EVENTS_BY_NAME: dict[str, type[Event]] = {cls.__name__: cls for cls in ALL_EVENTS}
-AGGREGATES: tuple[str, ...] = ("list", "task")
+AGGREGATES: tuple[str, ...] = ("list", "task", "log")

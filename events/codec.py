@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 from events._base import Event, UtcTime
 from events._ids import AggregateId, is_aggregate_id, new_event_id
@@ -23,11 +23,19 @@ class Origin(msgspec.Struct, frozen=True, kw_only=True):
     actor: str
 
 
+# The SHA-256 of a stored message, in lowercase hex.
+Sha256 = Annotated[str, Meta(pattern="^[0-9a-f]{64}$")]
+
+
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     """An event with the facts every event has: id, time, aggregate, origin, version.
 
     `aggregate_id` is in the ids' alphabet (events/_ids.py): an envelope with another is not
-    decoded, so the projector skips and records it, and no path or subject is made from it."""
+    decoded, so the projector skips and records it, and no path or subject is made from it.
+
+    `prev` chains an aggregate's events: the SHA-256 of the stored bytes of the aggregate's
+    previous event in the log, or null for its first. The log sets it when it appends
+    (`EventLog.append`); it is absent only from events written before chains began."""
 
     event_id: str
     occurred_at: UtcTime
@@ -36,6 +44,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     correlation_id: str
     actor: str
     schema_version: Annotated[int, Meta(ge=1, le=1000)]
+    prev: Sha256 | UnsetType | None = UNSET
     event: AnyEvent
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,15 @@ _PUBLISH_TIMEOUT_S = 5.0
 _PUBLISH_ATTEMPTS = 3
 # Messages one direct get answers when an aggregate is read.
 _DIRECT_BATCH = 1_000
+# How often an append without a check reads the aggregate's last event again after losing
+# the race for it.
+_UNCHECKED_ATTEMPTS = 20
+# Aggregates whose last event's hash a log keeps, so an append after its own needs no read.
+_TIPS_KEPT = 4_096
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 class ConcurrencyError(Exception):
@@ -109,6 +119,7 @@ class EventLog:
         self._acks: dict[str, asyncio.Future[bytes]] = {}
         self._ack_prefix = ""
         self._ack_counter = 0
+        self._tips: dict[str, tuple[int, str]] = {}  # aggregate filter -> (seq, hash), LRU
 
     def cluster_size(self) -> int:
         """How many servers the connected NATS cluster has (1 for a single server), as its
@@ -143,26 +154,93 @@ class EventLog:
         `guard` is a subject filter (default: the first event's aggregate); `expected_seq` is
         its last sequence when the caller read it (0: no event yet; None: no check). Returns
         the stream sequence of each event. Raises ConcurrencyError when the guard moved.
+
+        Each event is stored with `prev`, the SHA-256 of its aggregate's previous stored
+        event (the hash chain `claudedo audit verify` checks). An append without a check is
+        still guarded by the aggregate's last sequence, read here, so two unchecked appends
+        never claim the same predecessor; if another writer came first, it is read again.
         """
         if not envelopes:
             return []
         if guard is None:
             guard = aggregate_filter(envelopes[0].aggregate, envelopes[0].aggregate_id)
+        if expected_seq is None:
+            return await self._append_unchecked(envelopes, guard)
+        return await self._append_checked(envelopes, expected_seq, guard)
+
+    async def _append_unchecked(self, envelopes: Sequence[Envelope], guard: str) -> list[int]:
+        own = aggregate_filter(envelopes[0].aggregate, envelopes[0].aggregate_id)
+        for attempt in range(_UNCHECKED_ATTEMPTS):
+            # The guard's last sequence now; with the aggregate's own filter it is also the
+            # predecessor the chain needs.
+            last = await self._last_of(own if guard == own else guard)
+            try:
+                return await self._append_checked(envelopes, 0 if last is None else last[0], guard)
+            except ConcurrencyError:
+                if attempt == _UNCHECKED_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _append_checked(
+        self, envelopes: Sequence[Envelope], expected_seq: int, guard: str
+    ) -> list[int]:
         seqs: list[int] = []
         expected = expected_seq
+        tips: dict[str, str | None] = {}  # aggregate filter -> hash of its last event
         for env in envelopes:
-            seq = await self._append_one(env, expected, guard)
+            own = aggregate_filter(env.aggregate, env.aggregate_id)
+            if own not in tips:
+                tips[own] = await self._tip(own, expected, guard)
+            payload = encode(msgspec.structs.replace(env, prev=tips[own]))
+            seq, duplicate = await self._append_one(env, payload, expected, guard)
             seqs.append(seq)
-            if expected is not None:
-                expected = seq
+            if duplicate:
+                # Stored before, maybe with another predecessor: the chain goes on from
+                # the bytes the log holds, not from ours.
+                digest = _sha256((await self._js.get_msg(self.stream, seq)).data or b"")
+            else:
+                digest = _sha256(payload)
+            tips[own] = digest
+            self._remember(own, seq, digest)
+            expected = seq
         return seqs
 
-    async def _append_one(self, env: Envelope, expected: int | None, guard: str) -> int:
-        headers = {"Nats-Msg-Id": env.event_id}
-        if expected is not None:
-            headers["Nats-Expected-Last-Subject-Sequence"] = str(expected)
-            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = guard
-        payload = encode(env)
+    async def _tip(self, own: str, expected: int, guard: str) -> str | None:
+        """The SHA-256 of aggregate `own`'s last event while `guard`'s last is `expected`
+        (None: the aggregate has none). If the guard moved, the append fails anyway."""
+        if guard == own:
+            if expected == 0:
+                return None
+            known = self._tips.get(own)
+            if known is not None and known[0] == expected:
+                return known[1]
+            try:
+                msg = await self._js.get_msg(self.stream, expected)
+            except NotFoundError:
+                return None  # the append is refused: nothing is at the expected sequence
+            return _sha256(msg.data or b"")
+        try:
+            msg = await self._js.get_last_msg(self.stream, own)
+        except NotFoundError:
+            return None
+        return _sha256(msg.data or b"")
+
+    def _remember(self, own: str, seq: int, digest: str) -> None:
+        tips = self._tips
+        tips.pop(own, None)
+        tips[own] = (seq, digest)
+        if len(tips) > _TIPS_KEPT:
+            del tips[next(iter(tips))]
+
+    async def _append_one(
+        self, env: Envelope, payload: bytes, expected: int, guard: str
+    ) -> tuple[int, bool]:
+        """Publish one event; its sequence, and True if it had been stored before."""
+        headers = {
+            "Nats-Msg-Id": env.event_id,
+            "Nats-Expected-Last-Subject-Sequence": str(expected),
+            "Nats-Expected-Last-Subject-Sequence-Subject": guard,
+        }
         for attempt in range(_PUBLISH_ATTEMPTS):
             try:
                 ack = _decode_ack(await self._publish(env.subject, payload, headers))
@@ -171,7 +249,7 @@ class EventLog:
                     raise
                 continue  # the same Nats-Msg-Id: a retry is stored at most once
             if ack.error is None:
-                return ack.seq
+                return ack.seq, ack.duplicate
             err_code = int(ack.error.get("err_code", 0))
             description = str(ack.error.get("description", ""))
             if err_code != _WRONG_LAST_SEQUENCE:
@@ -179,10 +257,10 @@ class EventLog:
             # A retried publish that was stored the first time also fails the sequence
             # check. It is a duplicate, not a conflict, when the guard's first message after
             # the expected sequence is this very event.
-            stored = await self._first_after(guard, expected or 0)
+            stored = await self._first_after(guard, expected)
             if stored is not None and stored[1] == env.event_id:
-                return stored[0]
-            raise ConcurrencyError(guard, expected or 0, description)
+                return stored[0], True
+            raise ConcurrencyError(guard, expected, description)
         raise AssertionError("unreachable")
 
     async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable, Iterator
 
 from events.credentials import Credential, connect_options
@@ -70,16 +71,26 @@ def replay(
         consumer = reply["name"]
         next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         seq = from_seq - 1
+        stalled_at: float | None = None
+        # Once a no-wait fetch came back empty before the end: fetches that wait a while
+        # (well within the socket's timeout) for the next message.
+        waiting = {"expires": int(min(1.0, timeout_s / 10) * 1e9)}
         while seq < until_seq:
             want = min(batch, until_seq - seq)
-            conn.pub(
-                next_subject, f"{inbox}.f", json.dumps({"batch": want, "no_wait": True}).encode()
-            )
+            # In a cluster the consumer may sit on a replica still catching up after a restart:
+            # an empty answer is waited on (for up to `timeout_s`), not taken for the end.
+            request = {"batch": want, "no_wait": True} if stalled_at is None else waiting
+            conn.pub(next_subject, f"{inbox}.f", json.dumps({**request, "batch": want}).encode())
             subjects, acks, payloads, status = conn.messages(want)
             if status and not status.startswith((b"NATS/1.0 404", b"NATS/1.0 408")):
                 raise ReplayError(status.decode(errors="replace"))
             if not payloads:
-                raise ReplayError(f"the stream ended at {seq}, before {until_seq}")
+                now = time.monotonic()
+                stalled_at = now if stalled_at is None else stalled_at
+                if now - stalled_at > timeout_s:
+                    raise ReplayError(f"the stream ended at {seq}, before {until_seq}")
+                continue
+            stalled_at = None
             first, last = _stream_seq(acks[0]), _stream_seq(acks[-1])
             # The log denies deletes, so its sequences have no gaps and the batch's are known
             # from its first and last; another stream may have them, and is read one by one.

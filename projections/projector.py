@@ -486,9 +486,12 @@ def _fold_unseen(
         return f"duplicate event id {env.event_id}"
     agg_id = env.aggregate_id
     try:
-        if type(env.event).AGGREGATE == "list":
+        aggregate = type(env.event).AGGREGATE
+        if aggregate == "list":
             lists[agg_id] = fold_list(lists.get(agg_id), env, raw.seq)
             rows.add((raw, env, agg_id))
+        elif aggregate == "log":  # checkpoints: in the events table, folded into no state
+            rows.add((raw, env, None))
         else:
             task = tasks[agg_id] = fold_task(tasks.get(agg_id), env, raw.seq)
             rows.add((raw, env, task.list_id))
@@ -565,7 +568,7 @@ class _EventRows:
     comprehension each (fourteen appends an event cost a rebuild twice as much)."""
 
     def __init__(self) -> None:
-        self._applied: list[tuple[ev.RawEvent, ev.Envelope, str]] = []
+        self._applied: list[tuple[ev.RawEvent, ev.Envelope, str | None]] = []
         self.add = self._applied.append
 
     def __len__(self) -> int:

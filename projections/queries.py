@@ -359,6 +359,20 @@ def board(p: Projection) -> dict[str, Any]:
     return {"working": working, "counts": {s: int(counts.get(s, 0)) for s in STATUSES}}
 
 
+# What `run_stats` groups by, each with its view (`run_stats_by_<it>`, projections/sql/002).
+STATS_DIMENSIONS = ("model", "list", "day")
+
+
+def run_stats(
+    p: Projection, by: str = "model", since: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The runs' figures by model, list or UTC day (the `run_stats_by_*` views), counting the
+    runs started at or after `since` (None: all of them)."""
+    if by not in STATS_DIMENSIONS:
+        raise Invalid(f"cannot group by {shown(by)} (one of: {', '.join(STATS_DIMENSIONS)})")
+    return _dicts(p.con.execute(f"FROM run_stats_by_{by}_since(?::TIMESTAMPTZ)", [since]))
+
+
 def reviews_held_by(p: Projection, node_id: str) -> list[str]:
     """Ids of the tasks whose merge or discard `node_id` began and has not ended."""
     rows = p.con.execute(

@@ -135,6 +135,10 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: datetime | None = None
     terminal_reason: str | None = None
     permission_denials: str | None = None  # JSON array of the refused tool calls
+    # When the task was queued for this run (TaskQueued or TaskRequeued), so the run waited
+    # from then to `started_at`; None for a run that did not wait in the queue: the
+    # automatic retry its slot starts straight after the run before, in the same claim.
+    queued_at: datetime | None = None
 
 
 class WorktreeState(msgspec.Struct, frozen=True, kw_only=True):
@@ -507,10 +511,21 @@ def _run_started(s: TaskState, e: ev.RunStarted, at: datetime, seq: int) -> Task
         model=e.model,
         log_path=e.log_path,
         started_at=at,
+        queued_at=_queued_for(s, e.run_number),
     )
     runs = (*[r for r in s.runs if r.run_number != e.run_number], run)
     run_count = max(s.run_count, e.run_number)
     return replace(s, runs=runs, run_count=run_count, updated_at=at, last_seq=seq)
+
+
+def _queued_for(s: TaskState, number: int) -> datetime | None:
+    """The queue time run `number` waited from: the task's, unless an earlier run already
+    started from that same queueing (then this run follows it within one claim)."""
+    if s.queued_at is None:
+        return None
+    if any(r.queued_at == s.queued_at for r in s.runs if r.run_number != number):
+        return None
+    return s.queued_at
 
 
 def _with_run(s: TaskState, at: datetime, seq: int, number: int, run: RunState | None) -> TaskState:

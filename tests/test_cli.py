@@ -125,7 +125,14 @@ def test_audit_lists_every_event_of_the_task_in_order(node: NodeProcess, git_rep
     assert all(e["actor"].startswith("user:") and e["node"] for e in events)
     assert events[0]["payload"]["title"] == "A"
     human = node.cli("audit", t[:8])
-    assert human.code == 0 and "TaskCancelled" in human.out
+    assert human.code == 0
+    lines = human.out.splitlines()
+    assert lines[0].split() == ["seq", "time", "node", "actor", "what"]
+    whats = [line for line in lines[2:]]
+    assert 'created "A"' in whats[0] and "queued" in whats[1] and "cancelled" in whats[2]
+    assert all(events[0]["actor"][:22] in line for line in whats[:3])
+    assert lines[-1] == "0 runs (0 succeeded), $0.0000, 0/0 tokens in/out, 0 commits, cancelled"
+    assert node.cli("audit", "show", t[:8]).out == human.out
 
 
 def test_sql_reads_and_refuses_writes(node: NodeProcess, git_repo: Path) -> None:

@@ -150,3 +150,85 @@ def test_read_aggregate_returns_one_aggregates_events_in_order_across_batches(
     # Through the stream's leader (a writer deciding again after a conflict): the same events.
     assert jsenv.run(log.read_aggregate(ev.aggregate_filter("task", "t1"), leader=True)) == read
     assert jsenv.run(log.read_aggregate(ev.aggregate_filter("task", "x"), leader=True)) == []
+
+
+# --- the hash chain -----------------------------------------------------------------------
+
+
+def _chain_of(env: JetStreamEnv, aggregate: str, agg_id: str) -> list[tuple[str | None, str]]:
+    """(prev, SHA-256 of the stored bytes) of each stored event of one aggregate, in order."""
+    import hashlib
+
+    stored = env.run(EventLog(env.js).read_aggregate(ev.aggregate_filter(aggregate, agg_id)))
+    return [(ev.decode(r.data).prev, hashlib.sha256(r.data).hexdigest()) for r in stored]
+
+
+def _assert_chained(chain: list[tuple[str | None, str]]) -> None:
+    import itertools
+
+    assert chain and chain[0][0] is None
+    for (_, before), (prev, _) in itertools.pairwise(chain):
+        assert prev == before
+
+
+def test_each_event_carries_the_hash_of_its_aggregates_previous_stored_event(
+    jsenv: JetStreamEnv,
+) -> None:
+    log = _log(jsenv)
+    seqs = jsenv.run(log.append(_task_events("t1"), expected_seq=0))
+    jsenv.run(log.append(_task_events("t2"), expected_seq=0))  # interleaved, its own chain
+    # A later writer that never saw t1's bytes (another node, a restart) chains on too.
+    other = EventLog(jsenv.js)
+    later = [ev.envelop(ev.TaskCancelled(), "t1", ORIGIN)]
+    jsenv.run(other.append(later, expected_seq=seqs[-1]))
+    jsenv.run(other.append([ev.envelop(ev.TaskQueued(), "t1", ORIGIN)], expected_seq=None))
+    chain = _chain_of(jsenv, "task", "t1")
+    assert len(chain) == 4
+    _assert_chained(chain)
+    _assert_chained(_chain_of(jsenv, "task", "t2"))
+
+
+def test_appends_without_a_check_racing_on_one_aggregate_make_one_chain(
+    jsenv: JetStreamEnv,
+) -> None:
+    import asyncio
+
+    log = _log(jsenv)
+    jsenv.run(log.append(_task_events("t1")[:1], expected_seq=0))
+    writers = [EventLog(jsenv.js) for _ in range(4)]
+
+    async def race() -> None:
+        await asyncio.gather(
+            *(
+                w.append([ev.envelop(ev.TaskQueued(), "t1", ORIGIN)], expected_seq=None)
+                for w in writers
+                for _ in range(5)
+            )
+        )
+
+    jsenv.run(race())
+    chain = _chain_of(jsenv, "task", "t1")
+    assert len(chain) == 21
+    _assert_chained(chain)
+
+
+def test_a_list_is_chained_to_its_own_events_under_the_lists_guard(jsenv: JetStreamEnv) -> None:
+    log = _log(jsenv)
+    guard = ev.collection_filter("list")
+    jsenv.run(log.append([ev.envelop(ev.ListCreated(name="a"), "l1", ORIGIN)], 0, guard))
+    jsenv.run(log.append([ev.envelop(ev.ListCreated(name="b"), "l2", ORIGIN)], 1, guard))
+    jsenv.run(log.append([ev.envelop(ev.ListConfigured(name="c"), "l1", ORIGIN)], 2, guard))
+    _assert_chained(_chain_of(jsenv, "list", "l1"))
+    assert [prev for prev, _ in _chain_of(jsenv, "list", "l2")] == [None]
+
+
+def test_a_retried_append_keeps_the_chain_of_what_was_stored(jsenv: JetStreamEnv) -> None:
+    log = _log(jsenv)
+    envs = _task_events("t1")
+    jsenv.run(log.append(envs, expected_seq=0))
+    # The second event again, unchecked: a duplicate; the next append chains on the stored one.
+    jsenv.run(log.append(envs[1:], expected_seq=None))
+    jsenv.run(log.append([ev.envelop(ev.TaskCancelled(), "t1", ORIGIN)], expected_seq=2))
+    chain = _chain_of(jsenv, "task", "t1")
+    assert len(chain) == 3
+    _assert_chained(chain)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import typing
 from datetime import UTC, datetime
 from typing import Any, get_args, get_origin
@@ -18,6 +19,12 @@ def _sample(tp: Any) -> Any:
     """A non-default value of a field type (first non-None arm of a union)."""
     origin = get_origin(tp)
     if origin is typing.Annotated:
+        for meta in get_args(tp)[1:]:
+            pattern = getattr(meta, "pattern", None) or ""
+            hex_digits = re.fullmatch(r"\^\[0-9a-f\]\{(\d+)\}\$", pattern)
+            if hex_digits:  # a hash or a key: that many hex digits
+                n = int(hex_digits[1])
+                return ("c0ffee" * n)[:n]
         return _sample(get_args(tp)[0])
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         arms = [a for a in get_args(tp) if a not in (type(None), msgspec.UnsetType)]

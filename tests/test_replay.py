@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 import events as ev
 from events.log import STREAM, EventLog
 from events.replay import ReplayUnsupported, replay
 from projections.rebuild import apply_pipelined
-from tests.conftest import JetStreamEnv
+from tests.conftest import JetStreamEnv, wait_until
 
 ORIGIN = ev.Origin(node_id="n", correlation_id="c", actor="user:t")
 
@@ -94,8 +96,37 @@ def test_a_range_past_the_end_of_the_log_is_an_error(jsenv: JetStreamEnv) -> Non
     from events.replay import ReplayError
 
     _fill(jsenv, 3)
-    with pytest.raises(ReplayError):
-        list(replay(jsenv.url, STREAM, 1, 10))
+    with pytest.raises(ReplayError, match="the stream ended at 3, before 10"):
+        list(replay(jsenv.url, STREAM, 1, 10, timeout_s=2.0))
+
+
+def test_a_replay_waits_for_events_its_consumer_has_not_seen_yet(jsenv: JetStreamEnv) -> None:
+    # A consumer on a cluster replica still catching up finds the tail missing for a while;
+    # the replay waits for it instead of calling the log short. Here the tail is appended
+    # only once the replay is seen waiting on its consumer.
+    log = _fill(jsenv, 3)
+    reading = replay(jsenv.url, STREAM, 1, 5, batch=3)
+    assert [e.seq for e in next(reading)] == [1, 2, 3]
+
+    def waiting() -> bool:
+        async def infos() -> list[int]:
+            names = await jsenv.js.consumers_info(STREAM)
+            return [c.num_waiting or 0 for c in names]
+
+        return any(n > 0 for n in jsenv.run(infos()))
+
+    def append_tail() -> None:
+        wait_until(waiting, 20, "the replay to wait on its consumer")
+        for i in range(2):
+            late = ev.envelop(ev.TaskCreated(list_id="l", title="late"), f"late{i}", ORIGIN)
+            jsenv.run(log.append([late], expected_seq=0))
+
+    appender = threading.Thread(target=append_tail)
+    appender.start()
+    try:
+        assert [e.seq for batch in reading for e in batch] == [4, 5]
+    finally:
+        appender.join(30)
 
 
 def test_tls_urls_are_left_to_nats_py() -> None:

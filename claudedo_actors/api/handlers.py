@@ -27,6 +27,7 @@ from claudedo_actors.git import review
 from events.errors import ClaudeDoError, Conflict, Invalid
 from projections import Projection, TaskState
 from projections import queries as q
+from projections.export import export_parquet
 from projections.rebuild import rebuild_file
 
 log = logging.getLogger("claudedo.api")
@@ -493,6 +494,21 @@ async def _sql(api: Api, req: rq.RunSql) -> pages.Pages:
     return pages.Pages(read(), columns)
 
 
+async def _stats(api: Api, req: rq.RunStats) -> Any:
+    return await api.query(lambda p: q.run_stats(p, req.by, req.since))
+
+
+async def _export(api: Api, req: rq.ExportParquet) -> Any:
+    """Written by the projector, the only opener of the file, from one state of it: commands
+    and queries wait meanwhile (docs/benchmarks.md, "Analytics")."""
+    if "\0" in req.dir:
+        raise Invalid("export folder: a path cannot hold a NUL character")
+    if not os.path.isabs(req.dir):
+        raise Invalid(f"export folder {q.shown(req.dir, 200)} is not an absolute path")
+    folder = Path(os.path.normpath(req.dir))
+    return await api.query(lambda p: export_parquet(p, folder))
+
+
 async def _rebuild(api: Api, req: rq.Rebuild) -> Any:
     return await api.rebuild()
 
@@ -525,6 +541,8 @@ ROUTES: dict[str, tuple[type[Any], Handler]] = {
     "tasks": (rq.ListTasks, _tasks),
     "audit": (rq.Audit, _audit),
     "sql": (rq.RunSql, _sql),
+    "stats": (rq.RunStats, _stats),
+    "export": (rq.ExportParquet, _export),
     "projections.rebuild": (rq.Rebuild, _rebuild),
     "info": (rq.Info, _info),
     "board": (rq.Board, _board),

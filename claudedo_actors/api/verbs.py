@@ -7,12 +7,12 @@ make an event larger than a NATS message.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from events._base import AMOUNT_MAX, Positive, Seconds
+from events._base import AMOUNT_MAX, Positive, Seconds, UtcTime
 
 MAX_NAME = 200
 MAX_TITLE = 500
@@ -153,6 +153,21 @@ class RunsOfTask(Request, kw_only=True, forbid_unknown_fields=True):
 class RunSql(Request, kw_only=True, forbid_unknown_fields=True):
     query: Text
     timeout_s: SqlTimeout = 30.0
+
+
+class RunStats(Request, kw_only=True, forbid_unknown_fields=True):
+    """The runs' figures by model, list or UTC day (the `run_stats_by_*` views), of the runs
+    started at or after `since` (an ISO 8601 time with an offset; absent: every run)."""
+
+    by: Literal["model", "list", "day"] = "model"
+    since: UtcTime | None = None
+
+
+class ExportParquet(Request, kw_only=True, forbid_unknown_fields=True):
+    """The projection's tables as Parquet files in `dir`, an absolute folder on the machine of
+    the node that answers, new or empty (made if missing)."""
+
+    dir: PathText
 
 
 class Rebuild(Request, kw_only=True, forbid_unknown_fields=True):

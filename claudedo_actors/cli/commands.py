@@ -33,6 +33,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, 
 
 
 if TYPE_CHECKING:
+    from claudedo_actors.cli.client import NodeClient
+
     _ParamBase = click.ParamType[Any]  # generic in click >= 8.2 only
 else:
     _ParamBase = click.ParamType
@@ -668,13 +670,116 @@ def tasks(
     _emit_pages(_parts(home, "tasks", payload), as_json, "tasks")
 
 
-@app.command()
+class _AuditGroup(click.Group):
+    """`audit ID` is `audit show ID`: a first word that is no sub-command is a task."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+@app.group("audit", cls=_AuditGroup)
+def audit_group() -> None:
+    """What happened to a task (`audit ID`), and proof the log is what was written."""
+
+
+@audit_group.command("show")
 @click.argument("task_id", metavar="ID")
 @home_option
 @json_option
 def audit(task_id: str, home: Path | None, as_json: bool) -> None:
     """Every event of a task in order: sequence, time, type, node, actor, key fields."""
     _emit_pages(_parts(home, "audit", {"task": task_id}), as_json, "audit")
+
+
+@audit_group.command("verify")
+@click.argument("ref", metavar="[ID]", required=False)
+@click.option("--export", "export_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Verify this export offline, with no node and no NATS.")  # fmt: skip
+@click.option("--keys", "keys_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Trust only the public keys (*.pub) in this folder.")  # fmt: skip
+@click.option("--no-output", is_flag=True, help="Do not read the live output stream.")
+@home_option
+@json_option
+def audit_verify(
+    ref: str | None,
+    export_dir: Path | None,
+    keys_dir: Path | None,
+    no_output: bool,
+    home: Path | None,
+    as_json: bool,
+) -> None:
+    """Check the log's hash chains, sequence, signed checkpoints, every run's transcript and
+    every recorded commit: one line per discrepancy, and a non-zero exit if there is any.
+
+    With ID, only that task's (or list's) chain, transcripts and commits are reported."""
+    from claudedo_actors.audit.commands import verify_export, verify_live
+
+    if export_dir is not None:
+        report = verify_export(export_dir.absolute(), ref, keys_dir)
+    else:
+        from claudedo_actors.cli.client import NodeClient
+
+        client = NodeClient(_home(home))
+        only = None if ref is None else _aggregate_of(client, ref)
+        url, cred = client.address.nats_url, client.credential
+        report = verify_live(client.home, url, cred, only, keys_dir, read_output=not no_output)
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_json(), indent=2) + "\n")
+    else:
+        from claudedo_actors.audit.commands import summary
+
+        for item in report.discrepancies:
+            sys.stdout.write(plain(item.line()) + "\n")
+        for note in report.notes:
+            sys.stderr.write(f"note: {plain(note)}\n")
+        sys.stdout.write(summary(report) + "\n")
+    if not report.ok:
+        raise click.exceptions.Exit(1)
+
+
+@audit_group.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--no-git", is_flag=True, help="Leave out the bundles of recorded commits.")
+@home_option
+@json_option
+def audit_export(directory: Path, no_git: bool, home: Path | None, as_json: bool) -> None:
+    """Write the log, transcripts, trusted public keys and recorded commits into DIRECTORY
+    (new or empty), for `audit verify --export DIRECTORY` anywhere."""
+    from claudedo_actors.audit.commands import export_live
+    from claudedo_actors.cli.client import NodeClient
+
+    client = NodeClient(_home(home))
+    url, cred = client.address.nats_url, client.credential
+    summary = export_live(client.home, url, cred, directory.absolute(), with_git=not no_git)
+    if as_json:
+        sys.stdout.write(json.dumps(summary.as_json()) + "\n")
+    else:
+        sys.stdout.write(
+            f"exported {summary.messages} messages, {summary.transcripts} transcripts, "
+            f"{summary.keys} keys and {summary.bundles} git bundle(s) to {directory}\n"
+        )
+
+
+def _aggregate_of(client: NodeClient, ref: str) -> str:
+    """The id of the task, else the list, that `ref` names (an id, a prefix, a list name)."""
+    from events.errors import NotFound
+
+    try:
+        return str(client.request("task.show", {"task": ref})["id"])
+    except NotFound:
+        lists = client.request("list.ls", {})
+        found = [r["id"] for r in lists if r["id"].startswith(ref) or r["name"] == ref]
+        if len(found) != 1:
+            raise
+        return str(found[0])
+
+
+def _home(home: Path | None) -> Path:
+    from claudedo_actors.node.home import resolve_home
+
+    return resolve_home(home)
 
 
 @app.command()
@@ -686,7 +791,9 @@ def audit(task_id: str, home: Path | None, as_json: bool) -> None:
 def sql(query: str, timeout: float, home: Path | None, as_json: bool) -> None:
     """Run one read-only SQL query on the projection.
 
-    Tables: lists, tasks, subtasks, runs, worktrees, events, skipped_messages.
+    Tables: lists, tasks, subtasks, runs, worktrees, events, skipped_messages. Views: run_facts,
+    run_stats_by_model, run_stats_by_list, run_stats_by_day (run_stats_by_day_since('2026-03-01')
+    and the like: from a time on), failure_causes.
     """
     parts = _parts(home, "sql", {"query": query, "timeout_s": timeout})
     if as_json:
@@ -727,15 +834,98 @@ def projections_rebuild(home: Path | None, as_json: bool) -> None:
     _emit(_request(home, "projections.rebuild", {}), as_json, "rebuild")
 
 
+# --- analytics -----------------------------------------------------------------------------
+
+
+class _IsoTime(_ParamBase):
+    """An ISO 8601 date or time (`2026-03-01`, `2026-03-01T09:30:00+02:00`, `...Z`), as the
+    UTC time the API takes; a time without an offset is UTC."""
+
+    name = "time"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from datetime import UTC, datetime
+
+        if isinstance(value, datetime):
+            return value
+        try:
+            when = datetime.fromisoformat(str(value).strip())
+        except ValueError:
+            self.fail(
+                f"{value!r} is not an ISO 8601 time (e.g. 2026-03-01 or 2026-03-01T09:30:00Z)",
+                param,
+                ctx,
+            )
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+@app.command()
+@click.option(
+    "--since",
+    type=_IsoTime(),
+    metavar="TIME",
+    help="Only runs started at or after TIME (ISO 8601; UTC without an offset).",
+)
+@click.option(
+    "--by",
+    type=click.Choice(["model", "list", "day"]),
+    default="model",
+    show_default=True,
+    help="One row per model, list or UTC day.",
+)
+@home_option
+@json_option
+def stats(since: Any, by: str, home: Path | None, as_json: bool) -> None:
+    """Figures of the runs: success rate, retries, failure causes, tokens, cost, cost per
+    done task, run time and queue wait (p50/p95). The views run_stats_by_* hold the same."""
+    payload = {"by": by, **_given(since=since and since.isoformat())}
+    rows = _request(home, "stats", payload)
+    if as_json:
+        _emit(rows, True, "")
+        return
+    from claudedo_actors.cli import render
+
+    render.stats(rows, by)
+
+
+@app.command()
+@click.option(
+    "--parquet",
+    "parquet_dir",
+    required=True,
+    metavar="DIR",
+    help="New or empty folder to write <table>.parquet files into (made if missing).",
+)
+@home_option
+@json_option
+def export(parquet_dir: str, home: Path | None, as_json: bool) -> None:
+    """Write the projection's tables and the flat event table as Parquet files, one per table,
+    from one state of the projection, for DuckDB, pandas or Polars.
+
+    DIR must be new or empty. The node writes the files, on its machine."""
+    from claudedo_actors.cli.client import NodeClient
+    from claudedo_actors.node.home import resolve_home
+
+    if "\0" in parquet_dir or not parquet_dir.strip():
+        raise click.BadParameter("give a folder path", param_hint="'--parquet'")
+    # A large projection takes a while: wait longer than for a query.
+    client = NodeClient(resolve_home(home), timeout_s=_EXPORT_TIMEOUT_S)
+    _emit(client.request("export", {"dir": _abspath(parquet_dir)}), as_json, "export")
+
+
+_EXPORT_TIMEOUT_S = 600.0
+
+
 # --- entry point ---------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI: every error is one line on stderr and a non-zero exit."""
     try:
-        app.main(args=argv, prog_name="claudedo", standalone_mode=False)
+        # Out of standalone mode click returns the code of a `click.exceptions.Exit`.
+        code = app.main(args=argv, prog_name="claudedo", standalone_mode=False)
         sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
-        return 0
+        return code if isinstance(code, int) else 0
     except (BrokenPipeError, _StdoutClosed):
         return _stdout_closed()
     except click.exceptions.Exit as exc:

@@ -7,7 +7,6 @@ the terminal.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -19,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from claudedo_actors.cli.literal import plain
-from events import AGENT_SETTINGS, EVENTS_BY_NAME
+from events import AGENT_SETTINGS
 
 
 # Piped output keeps a wide table rather than rich's 80-column default.
@@ -253,35 +252,32 @@ def runs_pages(pages: Iterable[Rows]) -> None:
         _console.print("no runs yet")
 
 
-# The widest event name, so the type column of the audit never wraps.
-_TYPE_WIDTH = max(len(name) for name in EVENTS_BY_NAME)
-
-
 def audit(rows: Rows) -> None:
     audit_pages([rows])
 
 
 def audit_pages(pages: Iterable[Rows]) -> None:
+    """A task's timeline: when, where, who, and what changed, then the task's totals."""
+    from claudedo_actors.cli.timeline import Timeline
+
+    timeline = Timeline()
+
     def cells(r: dict[str, Any]) -> list[str]:
-        fields = ", ".join(
-            f"{k}={_short(json.dumps(v) if not isinstance(v, str) else v, 40)}"
-            for k, v in r["payload"].items()
-        )
         return [
             str(r["seq"]),
             _time(r["occurred_at"]),
-            r["type"],
-            _short(r["node"], 16),
-            _short(r["actor"], 24),
-            _short(fields, 80),
+            _short(r["node"], 12),
+            _short(r["actor"], 22),
+            _short(timeline.what(r), 110),
         ]
 
     columns: list[tuple[str, int | None]] = [
-        ("seq", 8), ("time", 20), ("type", _TYPE_WIDTH), ("node", 16), ("actor", 24),
-        ("fields", None),
+        ("seq", 8), ("time", 20), ("node", 12), ("actor", 22), ("what", None),
     ]  # fmt: skip
-    if not _page_tables(pages, columns, cells, flexible_max=80):
+    if not _page_tables(pages, columns, cells, flexible_max=110):
         _console.print("no events")
+        return
+    _console.file.write(plain(timeline.totals.line()) + "\n")
 
 
 def sql(result: dict[str, Any]) -> None:
@@ -344,3 +340,84 @@ def board_table(data: dict[str, Any]) -> Table:
 
 def board(data: dict[str, Any]) -> None:
     _console.print(board_table(data))
+
+
+def _count(n: int | None) -> str:
+    """A count in at most five characters: 9500, 12.3k, 4.56M."""
+    if n is None:
+        return "-"
+    if n < 10_000:
+        return str(n)
+    for size, unit in ((1e3, "k"), (1e6, "M")):
+        if n / size < 999.5:
+            return f"{n / size:.3g}{unit}"
+    return f"{n / 1e9:.3g}G"
+
+
+def _ms(value: float | None) -> str:
+    """A duration given in milliseconds, in the unit that reads best: 850ms, 12.3s, 4m05s."""
+    if value is None:
+        return "-"
+    if value < 1000:
+        return f"{value:.0f}ms"
+    seconds = value / 1000
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def stats(rows: Rows, by: str) -> None:
+    """`claudedo stats`: a row per model, list or day; the JSON output keeps every column."""
+    if not rows:
+        _console.print("no runs yet")
+        return
+    table = Table()
+    table.add_column(by)
+    for name in ("runs", "ok %", "retries"):
+        table.add_column(name, justify="right")
+    table.add_column("failures")
+    for name in ("tokens in/out", "cache read/new", "cost $", "$/done task", "run p50/p95",
+                 "wait p50/p95"):  # fmt: skip
+        table.add_column(name, justify="right")
+    for r in rows:
+        if by == "list":
+            key = _short(r["list_name"] or r["list_id"], 30)
+        else:
+            key = _short(r[by], 30) or "(unknown)"
+        rate = r["success_rate"]
+        causes = sorted(r["failure_causes"].items(), key=lambda kv: (-kv[1], kv[0]))
+        failures = ", ".join(f"{_short(cause, 20)} {n}" for cause, n in causes)
+        table.add_row(
+            key,
+            str(r["runs"]),
+            "-" if rate is None else f"{100 * rate:.0f}",
+            str(r["retries"]),
+            failures or "-",
+            f"{_count(r['tokens_in'])}/{_count(r['tokens_out'])}",
+            f"{_count(r['cache_read_tokens'])}/{_count(r['cache_creation_tokens'])}",
+            _money(r["cost_usd"]),
+            _money(r["cost_per_done_task_usd"]),
+            f"{_ms(r['p50_duration_ms'])}/{_ms(r['p95_duration_ms'])}",
+            f"{_ms(r['p50_queue_wait_ms'])}/{_ms(r['p95_queue_wait_ms'])}",
+        )
+    _console.print(table)
+
+
+def export(data: dict[str, Any]) -> None:
+    files = data["files"]
+    _console.print(
+        f"exported {_plural(len(files), 'table')} at checkpoint {data['checkpoint_seq']} "
+        f"into {_short(data['dir'], 200)}"
+    )
+    table = Table("table", "rows", "file", box=None)
+    for f in files:
+        table.add_row(f["table"], str(f["rows"]), _short(f["path"], 200))
+    _console.print(table)

@@ -7,6 +7,12 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from events.errors import ClaudeDoError
+
+if TYPE_CHECKING:
+    from events.audit import SigningKey
 
 # platformdirs and uuid are imported where they are used: every CLI command reads its home,
 # and its start-up is most of its round trip.
@@ -80,6 +86,46 @@ class Home:
         passwords) and how often it syncs its store."""
         return self.root / "nats" / "server.conf"
 
+    @property
+    def keys_dir(self) -> Path:
+        """The node's signing key (`node.ed25519`, 0600) and the public keys `claudedo audit
+        verify` trusts (`trusted/<key id>.pub`: this node's, and any the user adds)."""
+        return self.root / "keys"
+
+    @property
+    def checkpoint_file(self) -> Path:
+        """Where the node's checkpointer keeps the log hash it has reached."""
+        return self.root / "checkpoint.json"
+
+    def signing_key(self) -> SigningKey:
+        """The node's ed25519 key: made on first use (its public key trusted at once), then
+        read back. The seed is written 0600 and never leaves the home."""
+        from events.audit import SigningKey
+
+        path = self.keys_dir / "node.ed25519"
+        try:
+            seed = bytes.fromhex(path.read_text().strip())
+        except FileNotFoundError:
+            from events.credentials import write_private
+
+            seed = SigningKey.new_seed()
+            try:
+                write_private(path, seed.hex().encode() + b"\n", replace=False)
+            except FileExistsError:  # another process made it first: use that one
+                seed = bytes.fromhex(path.read_text().strip())
+        except ValueError:
+            raise ClaudeDoError(f"{path} is not a key ({len(path.read_bytes())} bytes)") from None
+        key = SigningKey(seed)
+        trusted = self.keys_dir / "trusted" / f"{key.id}.pub"
+        if not trusted.exists():
+            trusted.parent.mkdir(parents=True, exist_ok=True)
+            trusted.write_text(key.public_hex + "\n")
+        return key
+
+    def trusted_keys(self) -> dict[str, str]:
+        """Key id -> public key (hex) of every key in `keys/trusted/`."""
+        return read_public_keys(self.keys_dir / "trusted")
+
     def protect(self) -> int | None:
         """Make the home folder its owner's alone (0700): it holds credentials, the log's
         store and the agents' work. Returns the mode it had when that was wider."""
@@ -108,6 +154,20 @@ class Home:
         tmp.write_text(node_id + "\n")
         os.replace(tmp, path)
         return node_id
+
+
+def read_public_keys(folder: Path) -> dict[str, str]:
+    """Key id -> public key (hex) of each `*.pub` file in `folder` (none if it is missing).
+    A file that is not a public key is an error, not a silently smaller set of keys."""
+    from events.audit import key_id
+
+    keys: dict[str, str] = {}
+    for path in sorted(folder.glob("*.pub")) if folder.is_dir() else []:
+        text = path.read_text(errors="replace").strip().lower()
+        if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+            raise ClaudeDoError(f"{path.name} is not an ed25519 public key (64 hex digits)")
+        keys[key_id(text)] = text
+    return keys
 
 
 @dataclass(frozen=True)

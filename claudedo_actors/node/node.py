@@ -23,6 +23,7 @@ import events as ev
 from claudedo_actors.agent.process import kill_node_processes
 from claudedo_actors.api.handlers import Api
 from claudedo_actors.node.bridge import NatsBridge
+from claudedo_actors.node.checkpointer import Checkpointer
 from claudedo_actors.node.embedded_nats import EmbeddedNats, adopt_global_account, kill_stale
 from claudedo_actors.node.home import Home, NodeAddress
 from claudedo_actors.node.log_facade import LogFacade
@@ -143,6 +144,7 @@ class Node:
         self._supervisor: pykka.ActorRef[Any] | None = None
         self._projector: pykka.ActorRef[Any] | None = None
         self._feed: ProjectionFeed | None = None
+        self._checkpointer: Checkpointer | None = None
         self._api: Api | None = None
         self._facade: LogFacade | None = None
         self._presence: Presence | None = None
@@ -273,6 +275,7 @@ class Node:
         if killed:
             log.warning("killed %d process(es) left by runs of an earlier life", killed)
         self._start_runner(bridge)
+        self._start_checkpointer()
         NodeAddress(self.node_id, self.nats_url, os.getpid()).write(self.home)
         log.info(
             "node %s ready: home %s, nats %s, slots %d, projection at %d",
@@ -333,6 +336,22 @@ class Node:
             facade.watch(ev.event_subject("task", "*", "TaskQueued"), self._task_queued)
         self._queue.tell(ResumeDispatch())
 
+    def _start_checkpointer(self) -> None:
+        """Signed checkpoints of the log (node/checkpointer.py), from the projection's pace."""
+        assert self._feed is not None and self._facade is not None
+        facade, read_log = self._facade, self._read_log
+        checkpointer = self._checkpointer = Checkpointer(
+            self.node_id,
+            STREAM,
+            self.home.signing_key(),
+            lambda first, last: read_log(first, last),
+            lambda envelopes, expected: facade.append(envelopes, expected),
+            self.home.checkpoint_file,
+        )
+        self._feed.listeners.append(checkpointer.advanced)
+        checkpointer.advanced(self._feed.checkpoint)
+        checkpointer.start()
+
     def _nats_back(self) -> None:
         """NATS is reachable again: the queue looks for work it could not claim meanwhile."""
         if self._queue is not None:
@@ -388,6 +407,7 @@ class Node:
             "nats_url": self.nats_url,
             "nats_user": self._nats_user(),
             "stream": STREAM,
+            "signing_key": self._checkpointer.key.id if self._checkpointer else None,
             "slots": self.slots,
             "home": str(self.home.root),
             "pid": os.getpid(),
@@ -441,6 +461,8 @@ class Node:
                 _quietly(lambda: bridge.call(self._api.stop(), timeout_s=5))
             if self._feed is not None:
                 _quietly(lambda: bridge.call(self._feed.stop(), timeout_s=5))
+        if self._checkpointer is not None:
+            _quietly(self._checkpointer.stop)
         # No new claims first; then every slot ends its run and gives its task back, at once.
         if self._queue is not None:
             _quietly(lambda: self._queue.stop(block=True, timeout=30))

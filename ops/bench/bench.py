@@ -4,6 +4,7 @@ Run from the repository root with the project's virtualenv:
     .venv/bin/python ops/bench/bench.py all            # everything (tens of minutes)
     .venv/bin/python ops/bench/bench.py log|projector|cli|query [--events N ...]
     .venv/bin/python ops/bench/bench.py sync          # appends/s, sync_interval always vs default
+    .venv/bin/python ops/bench/bench.py audit         # audit verify of a chained, signed log
     .venv/bin/python ops/bench/bench.py dispatch|tasks|rss   # running tasks (runner_bench.py)
 Every figure is printed next to its raw baseline measured in the same run, on the same server.
 """
@@ -26,6 +27,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import nats
 
 import events as ev
@@ -779,13 +781,124 @@ async def _load_tasks(url: str, n: int) -> int:
     return last
 
 
+# --- audit verify --------------------------------------------------------------------------
+
+
+def _audit_log(n: int, key: Any, every: int = 1_000) -> Iterator[tuple[str, bytes]]:
+    """`n` stored messages as a node writes them: task lifecycles, hash-chained, with a
+    signed checkpoint of the log hash after every `every` of them."""
+    import hashlib
+
+    from events.audit import checkpoint_message, next_log_hash, sha256_hex
+    from events.checkpoints import LogCheckpointed
+
+    tips: dict[str, str | None] = {}
+    log_hash, seq, i, pending = bytes(32), 0, 0, 0
+
+    def stored(env: ev.Envelope) -> tuple[str, bytes]:
+        nonlocal log_hash, seq
+        data = ev.encode(msgspec.structs.replace(env, prev=tips.get(env.aggregate_id)))
+        tips[env.aggregate_id] = sha256_hex(data)
+        seq += 1
+        log_hash = next_log_hash(log_hash, seq, env.subject, hashlib.sha256(data).digest())
+        return env.subject, data
+
+    while seq < n:
+        for env in _lifecycle(i):
+            yield stored(env)
+            pending += 1
+            if pending >= every:
+                h = log_hash.hex()
+                sig = key.sign(checkpoint_message(STREAM, seq, h))
+                cp = LogCheckpointed(node_id="bench", stream=STREAM, upto_seq=seq, log_hash=h,
+                                     key=key.public_hex, signature=sig)  # fmt: skip
+                yield stored(ev.envelop(cp, key.id, ORIGIN))
+                pending = 0
+        i += 1
+
+
+async def _load_audit_log(url: str, n: int, key: Any) -> int:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    await _reset(js)
+    futures = []
+    for subject, data in _audit_log(n, key):
+        futures.append(await js.publish_async(subject, data))
+        if len(futures) >= 4000:
+            await asyncio.gather(*futures)
+            futures = []
+    await asyncio.gather(*futures)
+    last = await EventLog(js).last_seq()
+    await nc.close()
+    return last
+
+
+def bench_audit(sizes: list[int]) -> None:
+    """`audit verify`'s log checks (chains, sequence, log hash, checkpoint signatures, what
+    runs and commits to check) over a live log and over an export, next to the bare read."""
+    from claudedo_actors.audit.commands import verify_export
+    from claudedo_actors.audit.export import export
+    from claudedo_actors.audit.verify import verify_log
+    from events.audit import SigningKey
+
+    key = SigningKey(SigningKey.new_seed())
+    trusted = {key.id: key.public_hex}
+    with nats_server() as url:
+        for n in sizes:
+            last = asyncio.run(_load_audit_log(url, n, key))
+            t = time.perf_counter()
+            read = sum(len(b) for b in replay(url, STREAM, 1, last))
+            raw = read / (time.perf_counter() - t)
+            report(f"replay reader read ({last:,} messages)", events_per_s=raw)
+            cpu = _CpuMeter()
+            t = time.perf_counter()
+            result = verify_log(replay(url, STREAM, 1, last), STREAM, trusted, None, last)
+            rate = last / (time.perf_counter() - t)
+            assert not result.discrepancies, result.discrepancies[:3]
+            assert len(result.checkpoints) == last // 1_001, len(result.checkpoints)
+            report(
+                f"audit verify, live log ({last:,} messages, {len(result.checkpoints):,} "
+                "checkpoints)",
+                events_per_s=rate,
+                vs_raw_read_pct=100 * rate / raw,
+                **cpu.per_event(last),
+            )
+            folder = Path(tempfile.mkdtemp(prefix="bench-audit-"))
+            try:
+                t = time.perf_counter()
+                export(folder / "export", replay(url, STREAM, 1, last), STREAM, trusted,
+                       folder / "no-transcripts", with_git=False)  # fmt: skip
+                report(f"audit export ({last:,} messages)",
+                       events_per_s=last / (time.perf_counter() - t))  # fmt: skip
+                (folder / "export" / "keys").mkdir(exist_ok=True)
+                t = time.perf_counter()
+                checked = verify_export(folder / "export", None, None)
+                rate = last / (time.perf_counter() - t)
+                assert checked.ok, checked.discrepancies[:3]
+                report(f"audit verify --export ({last:,} messages)", events_per_s=rate,
+                       vs_raw_read_pct=100 * rate / raw)  # fmt: skip
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "what",
-        choices=["all", "log", "sync", "projector", "cli", "query", "dispatch", "tasks", "rss"],
+        choices=[
+            "all",
+            "log",
+            "sync",
+            "projector",
+            "audit",
+            "cli",
+            "query",
+            "dispatch",
+            "tasks",
+            "rss",
+        ],
     )
     parser.add_argument("--dispatch-tasks", type=int, default=100)
     parser.add_argument("--tasks", type=int, default=500)
@@ -794,6 +907,7 @@ def main() -> int:
     parser.add_argument("--rss-tasks", type=int, nargs="+", default=[100, 1_000, 10_000])
     parser.add_argument("--log-events", type=int, default=20_000)
     parser.add_argument("--projector-events", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--audit-events", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--cli-rounds", type=int, default=30)
     parser.add_argument("--query-tasks", type=int, default=100_000)
     parser.add_argument("--query-rounds", type=int, default=50, help="idle rounds of `query`")
@@ -814,6 +928,8 @@ def main() -> int:
         bench_sync(args.log_events)
     if args.what in ("all", "projector"):
         bench_projector(args.projector_events)
+    if args.what in ("all", "audit"):
+        bench_audit(args.audit_events)
     if args.what in ("all", "cli"):
         bench_cli(args.cli_rounds)
     if args.what in ("all", "query"):

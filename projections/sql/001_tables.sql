@@ -103,7 +103,8 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at TIMESTAMPTZ NOT NULL,
     finished_at TIMESTAMPTZ,
     terminal_reason VARCHAR,
-    permission_denials JSON
+    permission_denials JSON,
+    queued_at TIMESTAMPTZ              -- the queueing this run waited from (None: it did not)
 );
 
 CREATE TABLE IF NOT EXISTS worktrees (

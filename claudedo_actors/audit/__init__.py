@@ -1,0 +1,1 @@
+"""Audit: verify the log and what it points to, export it for offline verification."""
