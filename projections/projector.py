@@ -76,7 +76,7 @@ class GapError(Exception):
 class Projection:
     """A projection file and its single writer."""
 
-    def __init__(self, path: Path | str, bulk: bool = False) -> None:
+    def __init__(self, path: Path | str, bulk: bool = False, allowed: Sequence[Path] = ()) -> None:
         """`bulk`: a fresh file being rebuilt, swapped in only once complete.
 
         In bulk mode every state stays in memory and the state rows are written once, by
@@ -84,7 +84,11 @@ class Projection:
         the file before `finish()`, and a rebuild that stops half-way is thrown away.
         """
         self.path = Path(path)
-        self.con = open_db(self.path)
+        self.allowed = tuple(allowed)
+        # While a query answers as of a past sequence: the attached past state and that
+        # sequence (projections/snapshots.py).
+        self.as_of: tuple[str, int] | None = None
+        self.con = open_db(self.path, self.allowed)
         self.bulk = bulk
         if bulk and checkpoint_of(self.con) != 0:
             raise ValueError(f"bulk mode needs a fresh file, {self.path} has events")
@@ -219,7 +223,7 @@ class Projection:
         """Close the connection and open the file again (see _REOPEN_EVENTS)."""
         self.con.execute("CHECKPOINT")
         self.con.close()
-        self.con = open_db(self.path)
+        self.con = open_db(self.path, self.allowed)
         self._opened_at = self.checkpoint
         self._opened_at_s = time.monotonic()
 

@@ -222,6 +222,18 @@ def task_details(p: Projection, task_ids: list[str]) -> list[dict[str, Any]]:
     return [by_id[t] for t in task_ids]
 
 
+def seq_as_of(p: Projection, as_of: int | datetime) -> int:
+    """The stream sequence `as_of` names: a sequence (checked against the log), or the last
+    one before a time (the events that occurred after it are not yet there)."""
+    if isinstance(as_of, int):
+        if as_of > p.checkpoint:
+            raise Invalid(f"--as-of {as_of}: the log holds {p.checkpoint} events")
+        return as_of
+    row = p.con.execute("SELECT min(seq) FROM events WHERE occurred_at > ?", [as_of]).fetchone()
+    first_after = row[0] if row else None
+    return p.checkpoint if first_after is None else int(first_after) - 1
+
+
 def audit(
     p: Projection, task_id: str, after_seq: int = 0, limit: int | None = None
 ) -> list[dict[str, Any]]:
@@ -266,6 +278,10 @@ def run_sql(
     cur = p.con.cursor()
     timer = threading.Timer(timeout_s, cur.interrupt)
     try:
+        if p.as_of is not None:  # temporary views are the connection's own
+            from projections.snapshots import views_on
+
+            views_on(cur, *p.as_of)
         cur.execute("BEGIN TRANSACTION READ ONLY")
         timer.start()
         cur.execute(query)

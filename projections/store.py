@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -61,11 +62,12 @@ def drop_if_out_of_date(path: Path | str) -> int | None:
     return found
 
 
-def open_db(path: Path | str) -> duckdb.DuckDBPyConnection:
+def open_db(path: Path | str, allowed: Sequence[Path] = ()) -> duckdb.DuckDBPyConnection:
     """Open (creating if needed) a projection file with every table present.
 
     File and network access are off: the projector only reads Arrow tables it registers, and
-    `claudedo sql` must not reach outside the projection.
+    `claudedo sql` must not reach outside the projection. The folders `allowed` are the
+    exception: the projection's own snapshots and past states (projections/snapshots.py).
     """
     con = duckdb.connect(str(path))
     con.execute("SET TimeZone = 'UTC'")
@@ -75,6 +77,11 @@ def open_db(path: Path | str) -> duckdb.DuckDBPyConnection:
         con.execute("INSERT INTO projection_checkpoint VALUES ('main', 0)")
         con.execute("DELETE FROM projection_format")
         con.execute("INSERT INTO projection_format VALUES (?)", [FORMAT_VERSION])
+    if allowed:
+        folders = ", ".join(
+            "'" + (str(f).rstrip("/") + "/").replace("'", "''") + "'" for f in allowed
+        )
+        con.execute(f"SET allowed_directories = [{folders}]")
     con.execute("SET enable_external_access = false")
     return con
 

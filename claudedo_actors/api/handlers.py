@@ -8,9 +8,11 @@ import logging
 import os
 import random
 import secrets
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 from nats.aio.client import Client
@@ -29,6 +31,7 @@ from projections import Projection, TaskState
 from projections import queries as q
 from projections.export import export_parquet
 from projections.rebuild import rebuild_file
+from projections.snapshots import Snapshots, as_of_views
 
 log = logging.getLogger("claudedo.api")
 T = TypeVar("T")
@@ -38,8 +41,17 @@ API_QUEUE_GROUP = "claudedo-api"
 PAGES_PREFIX = ev.api_subject("page")
 PAGE_IDLE_ENV = "CLAUDEDO_PAGE_IDLE_S"
 _ATTEMPTS = 8
+# Built states of past moments kept for the next questions (each a small DuckDB file).
+_AS_OF_KEPT = 4
 
 Handler = Callable[["Api", Any], Awaitable[Any]]
+U = TypeVar("U")
+
+
+class Querier(Protocol):
+    """Runs a query in the projector, on the projection as it is or as it was."""
+
+    def __call__(self, fn: Callable[[Projection], U]) -> Awaitable[U]: ...
 
 
 class Api:
@@ -55,6 +67,8 @@ class Api:
         rebuild_path: Path,
         swap: Callable[[Path], Awaitable[int]],
         read_log: ReadLog,
+        snapshots: Snapshots | None = None,
+        as_of_dir: Path | None = None,
     ) -> None:
         self.nc = nc
         self.log = log_
@@ -64,6 +78,10 @@ class Api:
         self._rebuild_path = rebuild_path
         self._swap = swap
         self._read_log = read_log
+        self._snapshots = snapshots
+        self._as_of_dir = as_of_dir
+        self._as_of_built: OrderedDict[int, Path] = OrderedDict()
+        self._as_of_lock = asyncio.Lock()
         self._rebuild_lock = asyncio.Lock()
         self.list_lock = asyncio.Lock()
         self.review_lock = asyncio.Lock()  # one merge or discard at a time in this node
@@ -176,6 +194,49 @@ class Api:
         # apply a batch for it (a board polled under load would undo the batching).
         await self.catch_up(hurry=False)
         return await self.feed.run_in_projection(fn)
+
+    async def at(
+        self, as_of: int | datetime | None
+    ) -> Callable[[Callable[[Projection], T]], Awaitable[T]]:
+        """How to query the projection as it was right after `as_of` (a sequence or a time;
+        None: as it is). Each query of the answer runs in the projector, over the state
+        built for that sequence from the nearest snapshot (projections/snapshots.py)."""
+        await self.catch_up(hurry=False)
+        if as_of is None:
+            return self.feed.run_in_projection
+        seq = await self.feed.run_in_projection(lambda p: q.seq_as_of(p, as_of))
+        built = await self._built(seq)
+
+        async def run(fn: Callable[[Projection], U]) -> U:
+            def within(p: Projection) -> U:
+                with as_of_views(p, built, seq):
+                    return fn(p)
+
+            return await self.feed.run_in_projection(within)
+
+        return run
+
+    async def _built(self, seq: int) -> Path:
+        """The projection file of the state after `seq`, built once and kept for the next
+        questions (pages of the same answer, a few recent moments)."""
+        if self._snapshots is None or self._as_of_dir is None:
+            raise Invalid("this node keeps no snapshots: --as-of is not served here")
+        snapshots, folder = self._snapshots, self._as_of_dir
+        async with self._as_of_lock:
+            found = self._as_of_built.get(seq)
+            if found is not None and found.exists():
+                self._as_of_built.move_to_end(seq)
+                return found
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / f"{seq}.duckdb"
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, snapshots.build, seq, self._read_log, target)
+            self._as_of_built[seq] = target
+            while len(self._as_of_built) > _AS_OF_KEPT:
+                _, old = self._as_of_built.popitem(last=False)
+                for stale in (old, old.with_name(old.name + ".wal")):
+                    stale.unlink(missing_ok=True)
+            return target
 
     async def command(self, req: rq.Request, decide: Callable[[Decider], Plan]) -> Any:
         """Decide on the current state, append with the concurrency check, retry on conflict."""
@@ -331,7 +392,8 @@ async def _task_add(api: Api, req: rq.AddTask) -> Any:
 
 
 async def _task_show(api: Api, req: rq.ShowTask) -> Any:
-    return await api.query(lambda p: q.task_detail(p, q.resolve_task(p, req.task).id))
+    run = await api.at(req.as_of)
+    return await run(lambda p: q.task_detail(p, q.resolve_task(p, req.task).id))
 
 
 async def _task_edit(api: Api, req: rq.EditTask) -> Any:
@@ -443,7 +505,8 @@ async def _tasks(api: Api, req: rq.ListTasks) -> pages.Pages:
         after = q.resolve_task(p, req.after).id if req.after is not None else None
         return list_id, after
 
-    list_id, after = await api.query(start)
+    run = await api.at(req.as_of)
+    list_id, after = await run(start)
 
     async def read() -> AsyncIterator[list[Any]]:
         cursor, offset, left = after, req.offset, req.limit
@@ -453,7 +516,7 @@ async def _tasks(api: Api, req: rq.ListTasks) -> pages.Pages:
                 q.tasks_filtered, list_id=list_id, status=req.status, limit=size,
                 offset=offset, after=cursor,
             )  # fmt: skip
-            rows = await api.feed.run_in_projection(page)
+            rows = await run(page)
             yield rows
             if len(rows) < size:
                 return
@@ -483,7 +546,8 @@ async def _audit(api: Api, req: rq.Audit) -> pages.Pages:
 
 async def _sql(api: Api, req: rq.RunSql) -> pages.Pages:
     """The query runs once, in the projector; its rows become JSON page by page outside it."""
-    columns, rows = await api.query(lambda p: q.run_sql(p, req.query, req.timeout_s, convert=False))
+    run = await api.at(req.as_of)
+    columns, rows = await run(lambda p: q.run_sql(p, req.query, req.timeout_s, convert=False))
 
     async def read() -> AsyncIterator[list[Any]]:
         loop = asyncio.get_running_loop()

@@ -96,8 +96,14 @@ class AddTask(AgentSettings, kw_only=True, forbid_unknown_fields=True):
     queue: bool = False
 
 
+# A moment of the past: a stream sequence (0: before the first event), or a time (an ISO 8601
+# string with an offset).
+AsOf = Annotated[int, Meta(ge=0, le=2**63 - 1)] | UtcTime
+
+
 class ShowTask(Request, kw_only=True, forbid_unknown_fields=True):
     task: Ref
+    as_of: AsOf | None = None
 
 
 class EditTask(AgentSettingsChange, kw_only=True, forbid_unknown_fields=True):
@@ -133,6 +139,7 @@ class ListTasks(Request, kw_only=True, forbid_unknown_fields=True):
     limit: Limit | None = None
     offset: Offset = 0
     after: Ref | None = None
+    as_of: AsOf | None = None
 
 
 class Audit(Request, kw_only=True, forbid_unknown_fields=True):
@@ -153,6 +160,7 @@ class RunsOfTask(Request, kw_only=True, forbid_unknown_fields=True):
 class RunSql(Request, kw_only=True, forbid_unknown_fields=True):
     query: Text
     timeout_s: SqlTimeout = 30.0
+    as_of: AsOf | None = None
 
 
 class RunStats(Request, kw_only=True, forbid_unknown_fields=True):

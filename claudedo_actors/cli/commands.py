@@ -29,6 +29,24 @@ home_option = click.option(
     envvar="CLAUDEDO_HOME",
     help=_HOME_HELP,
 )
+
+
+def _as_of_value(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """`--as-of`: a bare integer is a stream sequence, anything else an ISO 8601 time (UTC
+    when it has no offset), sent as the API takes it."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    return _IsoTime().convert(text, param, ctx).isoformat()
+
+
+as_of_option = click.option(
+    "--as-of", "as_of", metavar="SEQ|TIME", callback=_as_of_value,
+    help="As it was right after stream sequence SEQ, or at TIME (ISO 8601; UTC without an "
+    "offset).",
+)  # fmt: skip
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, not a table.")
 
 
@@ -426,11 +444,13 @@ def task_add(
 
 @task_group.command("show")
 @click.argument("task_id", metavar="ID")
+@as_of_option
 @home_option
 @json_option
-def task_show(task_id: str, home: Path | None, as_json: bool) -> None:
+def task_show(task_id: str, as_of: Any, home: Path | None, as_json: bool) -> None:
     """A task with its sub-tasks, runs and worktree (ID: id or unique prefix)."""
-    _emit(_request(home, "task.show", {"task": task_id}), as_json, "task_one")
+    payload = _given(task=task_id, as_of=as_of)
+    _emit(_request(home, "task.show", payload), as_json, "task_one")
 
 
 @task_group.command("edit")
@@ -653,6 +673,7 @@ _mark_command("undo", "Untick checklist items (N: 1-based number or sub-task id 
 @click.option("--status", help="Only this status (draft, queued, claimed, running, done, ...).")
 @click.option("--limit", type=_int_range(rq.Limit), help="At most this many.")
 @click.option("--offset", type=_int_range(rq.Offset), default=0, help="Skip this many first.")
+@as_of_option
 @home_option
 @json_option
 def tasks(
@@ -660,13 +681,14 @@ def tasks(
     status: str | None,
     limit: int | None,
     offset: int,
+    as_of: Any,
     home: Path | None,
     as_json: bool,
 ) -> None:
     """Tasks, oldest first: every one that matches (no limit unless --limit).
 
     Printed as they come, a page at a time, however many there are."""
-    payload = _given(list=list_ref, status=status, limit=limit, offset=offset or None)
+    payload = _given(list=list_ref, status=status, limit=limit, offset=offset or None, as_of=as_of)
     _emit_pages(_parts(home, "tasks", payload), as_json, "tasks")
 
 
@@ -786,16 +808,17 @@ def _home(home: Path | None) -> Path:
 @click.argument("query")
 @click.option("--timeout", type=_FiniteFloat.of(rq.SqlTimeout), default=30.0, show_default=True,
               help="Stop the query after this many seconds.")  # fmt: skip
+@as_of_option
 @home_option
 @json_option
-def sql(query: str, timeout: float, home: Path | None, as_json: bool) -> None:
+def sql(query: str, timeout: float, as_of: Any, home: Path | None, as_json: bool) -> None:
     """Run one read-only SQL query on the projection.
 
     Tables: lists, tasks, subtasks, runs, worktrees, events, skipped_messages. Views: run_facts,
     run_stats_by_model, run_stats_by_list, run_stats_by_day (run_stats_by_day_since('2026-03-01')
     and the like: from a time on), failure_causes.
     """
-    parts = _parts(home, "sql", {"query": query, "timeout_s": timeout})
+    parts = _parts(home, "sql", _given(query=query, timeout_s=timeout, as_of=as_of))
     if as_json:
 
         def rows() -> Iterator[dict[str, Any]]:

@@ -48,6 +48,7 @@ from events.errors import ClaudeDoError
 from events.log import STREAM
 from events.replay import replay_batches
 from projections import queries as q
+from projections.snapshots import DEFAULT_EVERY, Snapshots
 from projections.store import FORMAT_VERSION, drop_if_out_of_date
 
 log = logging.getLogger("claudedo.node")
@@ -246,10 +247,16 @@ class Node:
                 "projection format %d is out of date (now %d): building it again from the log",
                 old_format, FORMAT_VERSION,
             )  # fmt: skip
+        self._snapshots = _snapshots(self.home.root)
         self._supervisor = Supervisor.start(on_give_up=self.request_stop)
         supervisor = self._supervisor.proxy()
         self._projector = supervisor.start_child(
-            "projector", lambda: ProjectorActor.start(self.home.projection_file)
+            "projector",
+            lambda: ProjectorActor.start(
+                self.home.projection_file,
+                self._snapshots,
+                (self._snapshots.folder, self.home.root / "as-of"),
+            ),
         ).get()
         self._read_log = functools.partial(replay_batches, url, STREAM, credential=self._credential)
         self._feed = ProjectionFeed(
@@ -269,6 +276,8 @@ class Node:
             self.home.root / "projection.rebuild.duckdb",
             self._swap,
             self._read_log,
+            self._snapshots,
+            self.home.root / "as-of",
         )
         bridge.call(self._api.start())
         killed = kill_node_processes(self.node_id)
@@ -512,3 +521,23 @@ def _quietly(fn: Any) -> None:
         fn()
     except Exception:
         log.exception("while stopping")
+
+
+def _snapshots(root: Path) -> Snapshots:
+    """The home's projection snapshots (`CLAUDEDO_SNAPSHOT_EVERY` events apart); snapshots
+    of other projection formats and states built for past questions are removed."""
+    import shutil
+
+    try:
+        every = int(os.environ.get("CLAUDEDO_SNAPSHOT_EVERY", DEFAULT_EVERY))
+    except ValueError:
+        every = DEFAULT_EVERY
+    snapshots = Snapshots(root / "snapshots", every if every > 0 else DEFAULT_EVERY)
+    if snapshots.folder.parent.is_dir():
+        for other in snapshots.folder.parent.iterdir():
+            if other != snapshots.folder:
+                shutil.rmtree(other, ignore_errors=True)
+    shutil.rmtree(root / "as-of", ignore_errors=True)
+    snapshots.folder.mkdir(parents=True, exist_ok=True)
+    (root / "as-of").mkdir(exist_ok=True)
+    return snapshots

@@ -17,6 +17,7 @@ from claudedo_actors.api.ports import ReadLog
 from events.log import EventLog, RawEvent
 from projections import GapError, Projection
 from projections.rebuild import apply_pipelined, rebuild_file
+from projections.snapshots import Snapshots
 
 log = logging.getLogger("claudedo.projector")
 
@@ -44,13 +45,19 @@ _MAX_BACKOFF_S = 5.0
 class ProjectorActor(pykka.ThreadingActor):
     """The only opener of the projection file: every write and every query runs here."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, snapshots: Snapshots | None = None, allowed: tuple[Path, ...] = ()
+    ) -> None:
+        """`allowed`: the folders the projection's connection may open files in (its
+        snapshots, and the states built for `--as-of`)."""
         super().__init__()
         self.path = path
         self.projection: Projection | None = None
+        self.snapshots = snapshots
+        self.allowed = allowed
 
     def on_start(self) -> None:
-        self.projection = Projection(self.path)
+        self.projection = Projection(self.path, allowed=self.allowed)
 
     def on_stop(self) -> None:
         if self.projection is not None:
@@ -62,7 +69,15 @@ class ProjectorActor(pykka.ThreadingActor):
         return self.projection
 
     def apply(self, batch: list[RawEvent]) -> int:
-        return self._p().apply(batch)
+        p = self._p()
+        before = p.checkpoint
+        after = p.apply(batch)
+        if self.snapshots is not None and self.snapshots.due(before, after):
+            try:
+                self.snapshots.take(p.con, after)
+            except Exception as exc:  # a full disk: answers as of then replay more
+                log.warning("no snapshot of the projection at %d: %s", after, exc)
+        return after
 
     def checkpoint(self) -> int:
         return self._p().checkpoint
@@ -88,7 +103,7 @@ class ProjectorActor(pykka.ThreadingActor):
         self._p().close()
         self.projection = None
         os.replace(new_path, self.path)
-        self.projection = Projection(self.path)
+        self.projection = Projection(self.path, allowed=self.allowed)
         return self.projection.checkpoint
 
 
