@@ -5,6 +5,7 @@ Run from the repository root with the project's virtualenv:
     .venv/bin/python ops/bench/bench.py log|projector|cli|query [--events N ...]
     .venv/bin/python ops/bench/bench.py sync          # appends/s, sync_interval always vs default
     .venv/bin/python ops/bench/bench.py audit         # audit verify of a chained, signed log
+    .venv/bin/python ops/bench/bench.py analytics     # views, Parquet export, --as-of
     .venv/bin/python ops/bench/bench.py dispatch|tasks|rss   # running tasks (runner_bench.py)
 Every figure is printed next to its raw baseline measured in the same run, on the same server.
 """
@@ -881,6 +882,151 @@ def bench_audit(sizes: list[int]) -> None:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
+# --- analytics, Parquet, --as-of ------------------------------------------------------------
+
+_MODELS = ("claude-opus-4-1", "claude-sonnet-4-6", "claude-haiku-4-5")
+
+
+def _analytic_lifecycle(i: int) -> list[ev.Envelope]:
+    """A task of one of two lists whose run 1 fails one time in five and is retried."""
+    t, slot, model = f"task-{i:08d}", i % 4, _MODELS[i % 3]
+    at = {"node_id": "bench", "slot": slot, "workdir": f"/w/{t}"}
+    run = {"turn_count": 3, "tokens_in": 1200, "tokens_out": 300, "cost_usd": 0.012}
+    events: list[ev.Event] = [
+        ev.TaskCreated(list_id=f"l{i % 2}", title=f"Task {i}"),
+        ev.TaskQueued(),
+        ev.TaskClaimed(node_id="bench", slot=slot),
+        ev.TaskStarted(**at),
+        ev.RunStarted(run_number=1, prompt=f"Task {i}", model=model, **at),
+    ]
+    if i % 5 == 0:
+        events += [
+            ev.RunFinished(run_number=1, success=False, cause="rate_limited", **run),
+            ev.RunStarted(run_number=2, prompt=f"Task {i}", model=model, is_retry=True, **at),
+        ]
+    events += [
+        ev.RunFinished(run_number=2 if i % 5 == 0 else 1, success=True, **run),
+        ev.TaskCompleted(result="done"),
+    ]
+    return [ev.envelop(e, t, ORIGIN) for e in events]
+
+
+async def _load_analytics_log(url: str, n_events: int) -> int:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    await _reset(js)
+    lists = [ev.envelop(ev.ListCreated(name=f"list {k}"), f"l{k}", ORIGIN) for k in (0, 1)]
+    futures, sent, i = [], 0, 0
+    pending: list[ev.Envelope] = list(lists)
+    while sent < n_events:
+        pending += _analytic_lifecycle(i)
+        i += 1
+        for env in pending[: n_events - sent]:
+            futures.append(await js.publish_async(env.subject, ev.encode(env)))
+            sent += 1
+        pending = []
+        if len(futures) >= 4000:
+            await asyncio.gather(*futures)
+            futures = []
+    await asyncio.gather(*futures)
+    last = await EventLog(js).last_seq()
+    await nc.close()
+    return last
+
+
+def _p50_ms(fn: Any, rounds: int) -> tuple[float, float]:
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return pct(times, 50), pct(times, 95)
+
+
+def bench_analytics(n_events: int, rounds: int, as_of_rounds: int) -> None:
+    """The analytics views, the Parquet export and `--as-of` on one log of `n_events`."""
+    import random
+
+    import duckdb
+
+    from projections import Projection
+    from projections import queries as q
+    from projections.export import export_parquet
+    from projections.snapshots import DEFAULT_EVERY, Snapshots, as_of_views
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-analytics-"))
+    try:
+        with nats_server() as url:
+            last = asyncio.run(_load_analytics_log(url, n_events))
+            snapshots = Snapshots(folder / "snapshots", DEFAULT_EVERY)
+            # Applied as a live node applies the log (5,000 a batch), taking its snapshots.
+            p = Projection(folder / "live.duckdb", allowed=(snapshots.folder, folder / "as-of"))
+            t = time.perf_counter()
+            for batch in replay(url, STREAM, 1, last, batch=5_000):
+                before = p.checkpoint
+                after = p.apply(batch)
+                if snapshots.due(before, after):
+                    snapshots.take(p.con, after)
+            applied_s = time.perf_counter() - t
+            runs = p.con.execute("SELECT count(*) FROM runs").fetchone()[0]  # type: ignore[index]
+            report(f"live apply with snapshots ({last:,} events, {runs:,} runs)",
+                   events_per_s=last / applied_s, snapshots=len(snapshots.seqs()))  # fmt: skip
+
+            base50, base95 = _p50_ms(lambda: p.con.execute(
+                "SELECT count(*), sum(cost_usd) FROM runs").fetchall(), rounds)  # fmt: skip
+            report(f"raw scan of runs ({runs:,} runs)", p50_ms=base50, p95_ms=base95)
+            for view in ("run_facts", "run_stats_by_model", "run_stats_by_list",
+                         "run_stats_by_day", "failure_causes"):  # fmt: skip
+                sql = f"SELECT * FROM {view}"
+                if view == "run_facts":
+                    sql = "SELECT count(*), sum(cost_usd) FROM run_facts"
+                p50, p95 = _p50_ms(lambda sql=sql: p.con.execute(sql).fetchall(), rounds)
+                report(f"view {view} ({runs:,} runs)", p50_ms=p50, p95_ms=p95)
+
+            t = time.perf_counter()
+            export_parquet(p, folder / "parquet")
+            ours = time.perf_counter() - t
+            first_page = _p50_ms(lambda: q.tasks_filtered(p, None, None, 500, 0, None), rounds)
+            p.close()
+            con = duckdb.connect(str(folder / "live.duckdb"), read_only=True)
+            t = time.perf_counter()
+            con.execute(f"COPY events TO '{folder / 'copy-events.parquet'}' (FORMAT parquet)")
+            copy_events = time.perf_counter() - t
+            t = time.perf_counter()
+            for table in ("lists", "tasks", "subtasks", "runs", "worktrees", "events",
+                          "skipped_messages"):  # fmt: skip
+                con.execute(
+                    f"COPY {table} TO '{folder / f'copy-{table}.parquet'}' (FORMAT parquet)"
+                )
+            copy_all = time.perf_counter() - t
+            con.close()
+            report(f"export --parquet, every table ({last:,} events)", seconds=ours,
+                   duckdb_copy_every_table_s=copy_all, duckdb_copy_events_s=copy_events,
+                   vs_duckdb_copy_pct=100 * ours / copy_all)  # fmt: skip
+
+            p = Projection(folder / "live.duckdb", allowed=(snapshots.folder, folder / "as-of"))
+            (folder / "as-of").mkdir()
+            rng = random.Random(15)
+
+            def read(first: int, until: int) -> Iterator[list[ev.RawEvent]]:
+                return replay(url, STREAM, first, until)
+
+            times = []
+            for k in range(as_of_rounds):
+                seq = rng.randint(1, last)
+                t = time.perf_counter()
+                built = snapshots.build(seq, read, folder / "as-of" / f"{k}.duckdb")
+                with as_of_views(p, built, seq):
+                    q.tasks_filtered(p, None, None, 500, 0, None)
+                times.append(time.perf_counter() - t)
+            p.close()
+            report(f"--as-of a random sequence, first page of tasks ({last:,} events)",
+                   p50_s=pct(times, 50), p95_s=pct(times, 95),
+                   now_first_page_p50_ms=first_page[0])  # fmt: skip
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -892,6 +1038,7 @@ def main() -> int:
             "log",
             "sync",
             "projector",
+            "analytics",
             "audit",
             "cli",
             "query",
@@ -908,6 +1055,9 @@ def main() -> int:
     parser.add_argument("--log-events", type=int, default=20_000)
     parser.add_argument("--projector-events", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--audit-events", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--analytics-events", type=int, default=1_000_000)
+    parser.add_argument("--analytics-rounds", type=int, default=20)
+    parser.add_argument("--as-of-rounds", type=int, default=20)
     parser.add_argument("--cli-rounds", type=int, default=30)
     parser.add_argument("--query-tasks", type=int, default=100_000)
     parser.add_argument("--query-rounds", type=int, default=50, help="idle rounds of `query`")
@@ -930,6 +1080,8 @@ def main() -> int:
         bench_projector(args.projector_events)
     if args.what in ("all", "audit"):
         bench_audit(args.audit_events)
+    if args.what in ("all", "analytics"):
+        bench_analytics(args.analytics_events, args.analytics_rounds, args.as_of_rounds)
     if args.what in ("all", "cli"):
         bench_cli(args.cli_rounds)
     if args.what in ("all", "query"):
