@@ -69,9 +69,15 @@ def export(
 ) -> ExportSummary:
     """Write an export into `directory`, which must not exist or be empty: nothing in it is
     ever overwritten."""
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise Invalid(f"{directory} is not an empty folder: an export never overwrites")
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+            raise Invalid(f"{directory} is not an empty folder: an export never overwrites")
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".claudedo-export"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise Invalid(f"cannot write an export into {directory}: {exc.strerror or exc}") from None
     verifier = LogVerifier(stream, trusted)
     log_sha = hashlib.sha256()
     with (directory / "log.jsonl").open("wb") as out:

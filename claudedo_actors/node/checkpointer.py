@@ -69,6 +69,7 @@ class Checkpointer:
         self.seq, self.log_hash, self.pending, self._pending_since = self._load()
         self.checkpoints = 0
         self._known_last = 0
+        self._behind_since = 0.0
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="checkpointer", daemon=True)
@@ -77,9 +78,18 @@ class Checkpointer:
         self._thread.start()
 
     def advanced(self, last_seq: int) -> None:
-        """The log holds at least `last_seq` messages (the projection reached it)."""
-        if last_seq > self._known_last:
-            self._known_last = last_seq
+        """The log holds at least `last_seq` messages (the projection reached it). The log is
+        read only when a checkpoint may be due: `every` messages came, or `interval_s` passed
+        since the first of fewer (not on every event: a node running tasks would read the
+        log again for each of its events)."""
+        if last_seq <= self._known_last:
+            return
+        was_behind = self._known_last > self.seq
+        self._known_last = last_seq
+        if not was_behind:
+            self._behind_since = time.monotonic()
+            self._wake.set()  # to wait for the interval from now
+        elif last_seq - self.seq >= self.every:
             self._wake.set()
 
     def stop(self) -> None:
@@ -90,7 +100,10 @@ class Checkpointer:
 
     def _run(self) -> None:
         while not self._stopping:
-            due = self._pending_since + self.interval_s if self.pending else None
+            starts = [self._pending_since] if self.pending else []
+            if self._known_last > self.seq:
+                starts.append(self._behind_since)
+            due = min(starts) + self.interval_s if starts else None
             timeout = None if due is None else max(0.0, due - time.monotonic())
             self._wake.wait(timeout)
             self._wake.clear()
@@ -104,10 +117,15 @@ class Checkpointer:
                     self._wake.wait(min(self.interval_s, 5.0))
 
     def step(self, now: float | None = None) -> bool:
-        """Read what is new; append a checkpoint if one is due. True when one was appended."""
-        if self._known_last > self.seq:
-            self._fold(self.seq + 1, self._known_last)
+        """Read what is new if a checkpoint may be due; append one if it is. True when one
+        was appended."""
         now = time.monotonic() if now is None else now
+        behind = self._known_last - self.seq
+        if behind > 0:
+            since = min(self._behind_since, self._pending_since) if self.pending else None
+            since = self._behind_since if since is None else since
+            if self.pending + behind >= self.every or now - since >= self.interval_s:
+                self._fold(self.seq + 1, self._known_last)
         due = self.pending >= self.every or (
             self.pending > 0 and now - self._pending_since >= self.interval_s
         )
@@ -130,7 +148,7 @@ class Checkpointer:
                 self.log_hash = digest
                 if not raw.subject.endswith(_CHECKPOINT_SUFFIX):
                     if self.pending == 0:
-                        self._pending_since = time.monotonic()
+                        self._pending_since = self._behind_since  # when it was first known
                     self.pending += 1
         self._save()
 
