@@ -39,6 +39,9 @@ ZERO_HASH = bytes(32)
 # How many recent log hashes the verifier keeps to check a checkpoint against: a checkpoint
 # covers the log up to the sequence that was last when its node read it, a few messages back.
 CHECKPOINT_REACH = 65_536
+# How many events after the last valid checkpoint are normal: a node checkpoints every 1,000
+# events (or a minute after fewer), and its log goes on while it reads.
+DEFAULT_MAX_UNVOUCHED = 2_000
 
 
 def sha256_hex(data: bytes) -> str:
@@ -167,6 +170,7 @@ class VerifyResult:
     runs: dict[tuple[str, int], RunRecord] = field(default_factory=dict)
     commits: list[CommitRecord] = field(default_factory=list)
     log_hash: str = ZERO_HASH.hex()
+    unvouched: int = 0  # events other than checkpoints after the last valid checkpoint
 
     @property
     def vouched_upto(self) -> int:
@@ -194,7 +198,12 @@ class LogVerifier:
     """
 
     def __init__(
-        self, stream: str, trusted: dict[str, str], only: str | None = None, first_seq: int = 1
+        self,
+        stream: str,
+        trusted: dict[str, str],
+        only: str | None = None,
+        first_seq: int = 1,
+        max_unvouched: int | None = None,
     ) -> None:
         self.stream = stream
         self.trusted = trusted
@@ -205,6 +214,10 @@ class LogVerifier:
         self._recent: deque[bytes] = deque(maxlen=CHECKPOINT_REACH)
         self._tips: dict[str, bytes] = {}  # subject's aggregate -> SHA-256 of its last message
         self._chains_began = False
+        # Events other than checkpoints that no valid checkpoint covers yet (their seqs): a
+        # log is only as good as its checkpoints, since anyone can compute chains.
+        self._unvouched: deque[int] = deque()
+        self.max_unvouched = DEFAULT_MAX_UNVOUCHED if max_unvouched is None else max_unvouched
         self._repos: dict[str, str] = {}
 
     def _report(self, where: str, what: str, agg_id: str | None = None) -> None:
@@ -250,6 +263,7 @@ class LogVerifier:
             except DecodeError as exc:
                 self._report(f"seq {seq}", f"not a valid event on {subject}: {exc}", agg_id)
                 self._follow_chain_light(seq, agg_key, agg_id, data, digest)
+                self._unvouched.append(seq)
                 continue
             event = env.event
             cls = type(event)
@@ -272,6 +286,8 @@ class LogVerifier:
                 result.chained += 1
             else:
                 self._follow_chain(seq, agg_key, env.aggregate_id, prev, digest)
+            if cls is not LogCheckpointed:
+                self._unvouched.append(seq)
             if cls in notable:
                 self._note(seq, env)
         self._log_hash = log_hash
@@ -385,6 +401,9 @@ class LogVerifier:
             )
             return
         self.result.checkpoints.append(Checkpoint(seq, event.upto_seq, agg_id, event.node_id))
+        unvouched = self._unvouched
+        while unvouched and unvouched[0] <= event.upto_seq:
+            unvouched.popleft()
 
     def finish(self, last_seq: int | None = None) -> VerifyResult:
         """The result; `last_seq` is the log's last sequence, if known (messages missing at
@@ -392,6 +411,15 @@ class LogVerifier:
         result = self.result
         if last_seq is not None and last_seq >= self._expected_seq:
             self._report("log", f"sequence(s) {_span(self._expected_seq, last_seq)} missing")
+        result.unvouched = len(self._unvouched)
+        if result.unvouched > self.max_unvouched:
+            first = self._unvouched[0]
+            self._report(
+                "log",
+                f"{result.unvouched} events from seq {first} on are covered by no checkpoint of a "
+                f"trusted key (more than {self.max_unvouched}: a node checkpoints every 1,000 "
+                "events or a minute)",
+            )
         result.log_hash = self._log_hash.hex()
         return result
 

@@ -21,6 +21,9 @@ STREAM = "CLAUDEDO_EVENTS"
 OUTPUT_STREAM = "CLAUDEDO_OUTPUT"
 OUTPUT_MAX_AGE_S = 30 * 24 * 3600.0
 _WRONG_LAST_SEQUENCE = 10071
+# The same refusal from a clustered stream while another conditional write to the subject is
+# still being replicated ("wrong last sequence", without the number).
+_WRONG_LAST_SEQUENCE_IN_FLIGHT = 10164
 _PUBLISH_TIMEOUT_S = 5.0
 _PUBLISH_ATTEMPTS = 3
 # Messages one direct get answers when an aggregate is read.
@@ -194,6 +197,12 @@ class EventLog:
             payload = encode(msgspec.structs.replace(env, prev=tips[own]))
             seq, duplicate = await self._append_one(env, payload, expected, guard)
             seqs.append(seq)
+            if duplicate and seq < expected:
+                # Stored long before, and the guard moved on since (an unchecked append
+                # that read the log again): the rest goes on from where the guard is now.
+                digest = await self._tip(own, expected, guard)
+                tips[own] = digest
+                continue
             if duplicate:
                 # Stored before, maybe with another predecessor: the chain goes on from
                 # the bytes the log holds, not from ours.
@@ -252,7 +261,7 @@ class EventLog:
                 return ack.seq, ack.duplicate
             err_code = int(ack.error.get("err_code", 0))
             description = str(ack.error.get("description", ""))
-            if err_code != _WRONG_LAST_SEQUENCE:
+            if err_code not in (_WRONG_LAST_SEQUENCE, _WRONG_LAST_SEQUENCE_IN_FLIGHT):
                 raise AppendError(err_code, description)
             # A retried publish that was stored the first time also fails the sequence
             # check. It is a duplicate, not a conflict, when the guard's first message after

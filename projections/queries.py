@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -234,6 +235,13 @@ def seq_as_of(p: Projection, as_of: int | datetime) -> int:
     return p.checkpoint if first_after is None else int(first_after) - 1
 
 
+def skipped_seqs(p: Projection, until_seq: int) -> set[int]:
+    """The sequences up to `until_seq` the projection skipped (recorded, folded into
+    nothing)."""
+    rows = p.con.execute("SELECT seq FROM skipped_messages WHERE seq <= ?", [until_seq])
+    return {int(r[0]) for r in rows.fetchall()}
+
+
 def audit(
     p: Projection, task_id: str, after_seq: int = 0, limit: int | None = None
 ) -> list[dict[str, Any]]:
@@ -255,6 +263,7 @@ def audit(
 
 
 _READ_ONLY = frozenset({"SELECT", "EXPLAIN"})
+_EXPLAIN = re.compile(r"^\s*EXPLAIN(\s+ANALY[SZ]E)?\s+", re.IGNORECASE)
 
 
 def run_sql(
@@ -275,6 +284,16 @@ def run_sql(
     kind = statements[0].type.name
     if kind not in _READ_ONLY:
         raise Invalid(f"only read-only queries are allowed (this is {kind})")
+    if kind == "EXPLAIN":
+        # EXPLAIN ANALYZE runs what it explains: only a query may be explained.
+        explained = _EXPLAIN.sub("", query, count=1)
+        try:
+            inner = p.con.extract_statements(explained)
+        except duckdb.Error as exc:
+            raise Invalid(f"SQL error: {_one_line(exc)}") from None
+        if len(inner) != 1 or inner[0].type.name != "SELECT":
+            what = inner[0].type.name if len(inner) == 1 else "several statements"
+            raise Invalid(f"only read-only queries are allowed (this explains {what})")
     cur = p.con.cursor()
     timer = threading.Timer(timeout_s, cur.interrupt)
     try:

@@ -22,7 +22,7 @@ import contextlib
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -77,13 +77,17 @@ class Snapshots:
         target = self.path(seq)
         part = target.with_name(f".{seq}.{secrets.token_hex(4)}.part")
         alias = f"snap_{secrets.token_hex(4)}"
-        con.execute(f"ATTACH {_quoted(part)} AS {alias}")
         try:
-            for table in STATE_TABLES:
-                con.execute(f"CREATE TABLE {alias}.{table} AS SELECT * FROM main.{table}")
+            con.execute(f"ATTACH {_quoted(part)} AS {alias}")
+            try:
+                for table in STATE_TABLES:
+                    con.execute(f"CREATE TABLE {alias}.{table} AS SELECT * FROM main.{table}")
+            finally:
+                con.execute(f"DETACH {alias}")
+            os.replace(part, target)
         finally:
-            con.execute(f"DETACH {alias}")
-        os.replace(part, target)
+            for left in (part, part.with_name(part.name + ".wal")):
+                left.unlink(missing_ok=True)
         return target
 
     def load(self, p: Projection, seq: int) -> None:
@@ -100,23 +104,32 @@ class Snapshots:
         p.checkpoint = seq
         p.drop_cache()
 
-    def build(self, seq: int, read: ReadLog, target: Path) -> Path:
-        """A projection file at `target` of the state right after `seq` (closed)."""
-        for stale in (target, target.with_name(target.name + ".wal")):
-            stale.unlink(missing_ok=True)
+    def build(self, seq: int, read: ReadLog, target: Path, skipped: Collection[int] = ()) -> Path:
+        """A projection file at `target` of the state right after `seq` (closed).
+
+        `skipped`: the sequences the live projection skipped (duplicates of events it had
+        applied, messages that are no event). They are skipped here too, whatever this
+        fresh file knows: it lacks the event ids before its snapshot, so a duplicate of an
+        older event would look new to it."""
         base = self.base_for(seq)
-        p = Projection(target, allowed=(self.folder,))
+        part = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+        p = Projection(part, allowed=(self.folder,))
         try:
             if base:
                 self.load(p, base)
             if seq > base:
-                apply_pipelined(read(base + 1, seq), p.apply)
+                apply_pipelined(_skipping(read(base + 1, seq), skipped), p.apply)
             if p.checkpoint != seq:
                 raise RuntimeError(f"the log ended at {p.checkpoint}, before {seq}")
             if seq - base >= self.every and not self.path(seq).exists():
                 self.take(p.con, seq)
-        finally:
             p.close()
+            os.replace(part, target)
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                p.close()
+            for left in (part, part.with_name(part.name + ".wal")):
+                left.unlink(missing_ok=True)
         return target
 
     def prune(self, keep_after: int) -> None:
@@ -126,6 +139,18 @@ class Snapshots:
                 self.path(s).unlink(missing_ok=True)
 
 
+def _skipping(
+    batches: Iterable[list[ev.RawEvent]], skipped: Collection[int]
+) -> Iterator[list[ev.RawEvent]]:
+    """The batches with each skipped sequence's bytes emptied: the projection records it as
+    skipped and folds nothing of it."""
+    if not skipped:
+        yield from batches
+        return
+    for batch in batches:
+        yield [ev.RawEvent(r.seq, r.subject, b"") if r.seq in skipped else r for r in batch]
+
+
 @contextlib.contextmanager
 def as_of_views(p: Projection, built: Path, seq: int) -> Iterator[None]:
     """While inside, the projection's connection answers as it was right after `seq`
@@ -133,25 +158,28 @@ def as_of_views(p: Projection, built: Path, seq: int) -> Iterator[None]:
     `views_on` is called for (`claudedo sql` runs on one)."""
     alias = f"asof_{secrets.token_hex(4)}"
     p.con.execute(f"ATTACH {_quoted(built)} AS {alias} (READ_ONLY)")
+    made: list[str] = []
     try:
-        made = views_on(p.con, alias, seq)
+        views_on(p.con, alias, seq, made)
         p.as_of = (alias, seq)
-        try:
-            yield
-        finally:
-            p.as_of = None
-            for table in made:
-                p.con.execute(f"DROP VIEW IF EXISTS temp.main.{table}")
+        yield
     finally:
+        p.as_of = None
+        # Every view made is dropped, also after a failure half-way: left behind, they
+        # would shadow the live tables.
+        for table in made:
+            p.con.execute(f"DROP VIEW IF EXISTS temp.main.{table}")
         p.con.execute(f"DETACH {alias}")
 
 
-def views_on(con: duckdb.DuckDBPyConnection, alias: str, seq: int) -> list[str]:
+def views_on(
+    con: duckdb.DuckDBPyConnection, alias: str, seq: int, made: list[str] | None = None
+) -> list[str]:
     """Temporary views on `con` over the attached past state `alias` and the live log tables
-    up to `seq`; their names."""
+    up to `seq`; their names, added to `made` as each is made."""
     row = con.execute("SELECT current_database()").fetchone()
     live = '"' + str(row[0] if row else "main").replace('"', '""') + '"'
-    made: list[str] = []
+    made = [] if made is None else made
     for table in STATE_TABLES:
         con.execute(f"CREATE TEMP VIEW {table} AS SELECT * FROM {alias}.main.{table}")
         made.append(table)

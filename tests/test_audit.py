@@ -263,6 +263,11 @@ def offline(export: Path, *args: str) -> tuple[int, dict[str, Any], str]:
     return res.returncode, json.loads(res.stdout), res.stderr
 
 
+def _keys(work: Work) -> str:
+    """The public keys the auditor trusts: the node's, taken from its home beforehand."""
+    return str(work.runner.node.home / "keys" / "trusted")
+
+
 def _copy(export: Path, tmp_path: Path) -> Path:
     target = tmp_path / "copy"
     shutil.copytree(export, target)
@@ -272,7 +277,7 @@ def _copy(export: Path, tmp_path: Path) -> Path:
 def test_an_export_verifies_offline(work: Work) -> None:
     manifest = json.loads((work.export / "MANIFEST.json").read_text())
     assert manifest["format"] == "claudedo-audit-export" and manifest["git"] is True
-    code, report, _ = offline(work.export)
+    code, report, _ = offline(work.export, "--keys", _keys(work))
     assert code == 0, whats(report)
     assert report["checkpoints"] >= 1 and report["vouched_upto"] == report["last_seq"] - 1
     assert report["transcripts_checked"] == len(work.tasks)
@@ -304,7 +309,7 @@ def test_an_edited_event_in_an_export_is_caught(
 ) -> None:
     export = _copy(work.export, tmp_path)
     _edit_log_line(export, fix_manifest)
-    code, report, _ = offline(export)
+    code, report, _ = offline(export, "--keys", _keys(work))
     assert code == 1
     found = whats(report)
     # The next event of the task no longer chains to it, and the checkpoints' hash differs.
@@ -318,7 +323,7 @@ def test_an_edited_transcript_in_an_export_is_caught(work: Work, tmp_path: Path)
     task = work.tasks[3]
     path = export / "transcripts" / f"{task}_run1.ndjson"
     path.write_bytes(path.read_bytes() + b'{"type":"assistant","forged":true}\n')
-    code, report, _ = offline(export)
+    code, report, _ = offline(export, "--keys", _keys(work))
     assert code == 1
     assert any(task[:8] in line for line in whats(report)), whats(report)
 
@@ -331,6 +336,92 @@ def test_an_export_checked_against_other_keys_is_caught(work: Work, tmp_path: Pa
     code, report, _ = offline(work.export, "--keys", str(keys))
     assert code == 1
     assert all("not trusted" in line for line in whats(report)), whats(report)
+
+
+def test_an_export_is_verified_only_against_keys_the_auditor_names(work: Work) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDEDO_")}
+    res = subprocess.run(
+        [sys.executable, "-m", "claudedo_actors", "audit", "verify", "--export", str(work.export)],
+        env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert res.returncode != 0 and "give --keys DIR" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    code, report, _ = offline(work.export, "--trust-export-keys")
+    assert code == 0 and any("keys the export carries" in n for n in report["notes"])
+
+
+def _forge(export: Path, key: SigningKey) -> None:
+    """Rewrite an export as a forger would: one event changed, every chain and the log hash
+    computed again, the checkpoints replaced by one signed with the forger's key, whose
+    public key is shipped in the export, and the manifest fixed."""
+    import hashlib
+
+    from events.audit import chained, next_log_hash
+
+    lines = [json.loads(line) for line in (export / "log.jsonl").read_text().splitlines()]
+    envs = [ev.decode(line["data"].encode()) for line in lines]
+    envs = [e for e in envs if not isinstance(e.event, LogCheckpointed)]
+    i = next(n for n, e in enumerate(envs) if isinstance(e.event, ev.TaskCreated))
+    envs[i] = msgspec.structs.replace(
+        envs[i], event=msgspec.structs.replace(envs[i].event, title="forged title")
+    )
+    data = chained(envs)
+    log_hash = bytes(32)
+    for seq, (env, raw) in enumerate(zip(envs, data, strict=True), 1):
+        log_hash = next_log_hash(log_hash, seq, env.subject, hashlib.sha256(raw).digest())
+    upto, h = len(data), log_hash.hex()
+    signature = key.sign(checkpoint_message(STREAM, upto, h))
+    cp = LogCheckpointed(node_id="forger", stream=STREAM, upto_seq=upto, log_hash=h,
+                         key=key.public_hex, signature=signature)  # fmt: skip
+    (cp_data,) = chained([ev.envelop(cp, key.id, ORIGIN)])
+    envs.append(ev.decode(cp_data))
+    data.append(cp_data)
+    out = b"".join(
+        json.dumps({"seq": n, "subject": e.subject, "data": d.decode()}).encode() + b"\n"
+        for n, (e, d) in enumerate(zip(envs, data, strict=True), 1)
+    )
+    (export / "log.jsonl").write_bytes(out)
+    for old in (export / "keys").iterdir():
+        old.unlink()
+    (export / "keys" / f"{key.id}.pub").write_text(key.public_hex + "\n")
+    manifest = json.loads((export / "MANIFEST.json").read_text())
+    manifest.update(log_sha256=sha256_hex(out), last_seq=len(data), messages=len(data))
+    (export / "MANIFEST.json").write_text(json.dumps(manifest))
+
+
+def test_a_forged_export_signed_with_a_key_of_its_own_is_caught_with_the_auditors_keys(
+    work: Work, tmp_path: Path
+) -> None:
+    export = _copy(work.export, tmp_path)
+    _forge(export, SigningKey(SigningKey.new_seed()))
+    # Consistent in itself: only the keys it carries vouch for it.
+    code, report, _ = offline(export, "--trust-export-keys")
+    assert code == 0, whats(report)
+    code, report, _ = offline(export, "--keys", _keys(work))
+    assert code == 1
+    assert any("which is not trusted" in line for line in whats(report)), whats(report)
+    assert any("covered by no checkpoint" in line for line in whats(report)) or (
+        report["vouched_upto"] == 0
+    )
+
+
+def test_events_no_checkpoint_covers_are_reported_past_a_limit(work: Work, tmp_path: Path) -> None:
+    export = _copy(work.export, tmp_path)
+    lines = (export / "log.jsonl").read_text().splitlines()
+    kept = [json.loads(line) for line in lines if "LogCheckpointed" not in line]
+    for n, line in enumerate(kept, 1):
+        line["seq"] = n  # renumbered, so no gap shows
+    out = "".join(json.dumps(line) + "\n" for line in kept).encode()
+    (export / "log.jsonl").write_bytes(out)
+    manifest = json.loads((export / "MANIFEST.json").read_text())
+    manifest.update(log_sha256=sha256_hex(out), last_seq=len(kept))
+    (export / "MANIFEST.json").write_text(json.dumps(manifest))
+    code, report, _ = offline(export, "--keys", _keys(work))
+    assert code == 0 and report["unvouched"] == len(kept)  # a short log: a note
+    assert any("not covered by a checkpoint" in n for n in report["notes"]), report["notes"]
+    code, report, _ = offline(export, "--keys", _keys(work), "--max-unvouched", "5")
+    assert code == 1
+    assert any("covered by no checkpoint" in line for line in whats(report)), whats(report)
 
 
 def test_verify_of_a_folder_that_is_no_export_is_one_line(tmp_path: Path) -> None:

@@ -85,3 +85,24 @@ def test_its_place_in_the_log_survives_a_restart(tmp_path: Path) -> None:
     cp.step(now=cp._behind_since + 100)
     again = _checkpointer(log, tmp_path, key)
     assert (again.seq, again.log_hash, again.pending) == (cp.seq, cp.log_hash, cp.pending)
+
+
+def test_events_that_come_while_it_reads_wait_their_own_interval(tmp_path: Path) -> None:
+    log, key = MemoryLog(), SigningKey(SigningKey.new_seed())
+    cp = _checkpointer(log, tmp_path, key)
+    reading = log.read
+
+    def read_while_more_come(first: int, last: int) -> Iterator[list[RawEvent]]:
+        yield from reading(first, last)
+        log.add(1)  # one more event, learnt while this read went on
+        cp.advanced(len(log.messages))
+
+    cp._read_log = read_while_more_come
+    log.add(2)
+    cp.advanced(2)
+    start = cp._behind_since
+    assert cp.step(now=start + 100) is True  # the first two, after the interval
+    # The third came just now: no checkpoint of it until its own interval has passed.
+    assert cp.step(now=start + 100.5) is False
+    assert cp.checkpoints == 1
+    assert cp.step(now=start + 201) is True

@@ -232,3 +232,20 @@ def test_a_retried_append_keeps_the_chain_of_what_was_stored(jsenv: JetStreamEnv
     chain = _chain_of(jsenv, "task", "t1")
     assert len(chain) == 3
     _assert_chained(chain)
+
+
+def test_an_unchecked_batch_whose_first_event_was_stored_before_others_wrote_goes_on(
+    jsenv: JetStreamEnv,
+) -> None:
+    # A writer's batch was half stored (its first event), another writer appended to the
+    # same task since, and the batch is sent again unchecked: the stored event is
+    # recognised, and the rest is appended after the other writer's, chained to it.
+    log = _log(jsenv)
+    created = ev.envelop(ev.TaskCreated(list_id="l", title="t"), "t1", ORIGIN)
+    queued = ev.envelop(ev.TaskQueued(), "t1", ORIGIN)
+    unqueued = ev.envelop(ev.TaskUnqueued(), "t1", ORIGIN)
+    (first,) = jsenv.run(log.append([created], expected_seq=0))
+    jsenv.run(log.append([queued], expected_seq=first))
+    seqs = jsenv.run(log.append([created, unqueued], expected_seq=None))
+    assert seqs == [first, first + 2]
+    _assert_chained(_chain_of(jsenv, "task", "t1"))

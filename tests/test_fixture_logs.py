@@ -35,7 +35,7 @@ def test_there_is_a_fixture_log_of_todays_schema() -> None:
 
 @pytest.mark.parametrize("log", LOGS, ids=lambda p: p.name)
 def test_a_fixture_log_still_verifies(log: Path) -> None:
-    report = verify_export(log, None, None)
+    report = verify_export(log, None, log / "keys")
     assert report.ok, [d.line() for d in report.discrepancies]
     assert report.result.checkpoints and report.result.unchained == 0
     assert report.transcripts_checked == len(report.result.runs)

@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
@@ -81,6 +82,7 @@ class Api:
         self._snapshots = snapshots
         self._as_of_dir = as_of_dir
         self._as_of_built: OrderedDict[int, Path] = OrderedDict()
+        self._as_of_used: dict[int, float] = {}
         self._as_of_lock = asyncio.Lock()
         self._rebuild_lock = asyncio.Lock()
         self.list_lock = asyncio.Lock()
@@ -208,6 +210,8 @@ class Api:
         built = await self._built(seq)
 
         async def run(fn: Callable[[Projection], U]) -> U:
+            self._as_of_used[seq] = time.monotonic()  # kept while its pages are read
+
             def within(p: Projection) -> U:
                 with as_of_views(p, built, seq):
                     return fn(p)
@@ -223,20 +227,35 @@ class Api:
             raise Invalid("this node keeps no snapshots: --as-of is not served here")
         snapshots, folder = self._snapshots, self._as_of_dir
         async with self._as_of_lock:
+            self._as_of_used[seq] = time.monotonic()
             found = self._as_of_built.get(seq)
             if found is not None and found.exists():
                 self._as_of_built.move_to_end(seq)
                 return found
             folder.mkdir(parents=True, exist_ok=True)
             target = folder / f"{seq}.duckdb"
+            skipped = await self.feed.run_in_projection(lambda p: q.skipped_seqs(p, seq))
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, snapshots.build, seq, self._read_log, target)
+            build = functools.partial(snapshots.build, seq, self._read_log, target, skipped)
+            await loop.run_in_executor(None, build)
             self._as_of_built[seq] = target
-            while len(self._as_of_built) > _AS_OF_KEPT:
-                _, old = self._as_of_built.popitem(last=False)
-                for stale in (old, old.with_name(old.name + ".wal")):
-                    stale.unlink(missing_ok=True)
+            self._evict_built()
             return target
+
+    def _evict_built(self) -> None:
+        """Past states beyond the few kept go, oldest first; not one whose pages a client
+        may still be reading (used within the time a paged reply waits for its reader)."""
+        idle = _page_idle_s()
+        now = time.monotonic()
+        for seq in list(self._as_of_built):
+            if len(self._as_of_built) <= _AS_OF_KEPT:
+                return
+            if now - self._as_of_used.get(seq, 0.0) < idle:
+                continue
+            old = self._as_of_built.pop(seq)
+            self._as_of_used.pop(seq, None)
+            for stale in (old, old.with_name(old.name + ".wal")):
+                stale.unlink(missing_ok=True)
 
     async def command(self, req: rq.Request, decide: Callable[[Decider], Plan]) -> Any:
         """Decide on the current state, append with the concurrency check, retry on conflict."""

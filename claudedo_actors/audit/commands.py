@@ -14,7 +14,7 @@ from claudedo_actors.audit.verify import (
     verify_log,
 )
 from claudedo_actors.node.home import Home, read_public_keys
-from events.audit import Discrepancy
+from events.audit import DEFAULT_MAX_UNVOUCHED, Discrepancy
 from events.credentials import Credential
 from events.errors import Ambiguous, Invalid, NotFound
 from events.log import STREAM
@@ -22,6 +22,7 @@ from events.subjects import parse_event_subject
 
 
 def _trusted(default: dict[str, str], keys_dir: Path | None) -> dict[str, str]:
+    """The keys in `keys_dir` if given, else `default`."""
     if keys_dir is None:
         return default
     if not keys_dir.is_dir():
@@ -32,6 +33,15 @@ def _trusted(default: dict[str, str], keys_dir: Path | None) -> dict[str, str]:
     return keys
 
 
+def _unvouched_note(report: Report) -> None:
+    r = report.result
+    if r.unvouched and r.unvouched <= report.max_unvouched:
+        report.notes.append(
+            f"{r.unvouched} event(s) after seq {r.vouched_upto} are not covered by a checkpoint "
+            "yet (a node checkpoints every 1,000 events, or a minute after fewer)"
+        )
+
+
 def verify_live(
     home: Home,
     url: str,
@@ -39,6 +49,7 @@ def verify_live(
     only: str | None,
     keys_dir: Path | None,
     read_output: bool,
+    max_unvouched: int | None = None,
 ) -> Report:
     """Verify the log of the node running on `home`, read as `credential`'s user."""
     from claudedo_actors.audit.live import last_seq, log_batches, read_outputs
@@ -46,8 +57,9 @@ def verify_live(
     until = last_seq(url, STREAM, credential)
     trusted = _trusted(home.trusted_keys(), keys_dir)
     batches = log_batches(url, STREAM, until, credential)
-    result = verify_log(batches, STREAM, trusted, only, until)
-    report = Report(result, list(result.discrepancies))
+    result = verify_log(batches, STREAM, trusted, only, until, max_unvouched)
+    report = Report(result, list(result.discrepancies), max_unvouched=_limit(max_unvouched))
+    _unvouched_note(report)
     check_transcripts(report, home.logs_dir, only)
     if read_output:
         check_outputs(report, read_outputs(url, credential), only)
@@ -55,12 +67,37 @@ def verify_live(
     return report
 
 
-def verify_export(directory: Path, ref: str | None, keys_dir: Path | None) -> Report:
-    """Verify an export with no node and no NATS."""
+def _limit(max_unvouched: int | None) -> int:
+    return DEFAULT_MAX_UNVOUCHED if max_unvouched is None else max_unvouched
+
+
+def verify_export(
+    directory: Path,
+    ref: str | None,
+    keys_dir: Path | None,
+    trust_export_keys: bool = False,
+    max_unvouched: int | None = None,
+) -> Report:
+    """Verify an export with no node and no NATS. Its checkpoints are checked against the
+    keys in `keys_dir`, which the auditor got elsewhere: keys shipped inside the export prove
+    nothing (whoever forged it would sign with a key of their own and ship that), and are
+    used only when `trust_export_keys` says so, with a note."""
     source = ExportSource(directory)
+    if keys_dir is None and not trust_export_keys:
+        raise Invalid(
+            "give --keys DIR with the public keys you trust (a node's are in its home, "
+            "keys/trusted/), or --trust-export-keys to check against the export's own keys"
+        )
     only = _resolve_in_export(source, ref)
-    result = verify_log(source.batches(), source.stream, _trusted(source.keys(), keys_dir), only)
-    report = Report(result, list(result.discrepancies))
+    trusted = source.keys() if keys_dir is None else _trusted({}, keys_dir)
+    result = verify_log(source.batches(), source.stream, trusted, only, None, max_unvouched)
+    report = Report(result, list(result.discrepancies), max_unvouched=_limit(max_unvouched))
+    if keys_dir is None:
+        report.notes.append(
+            "checkpoints were checked against the keys the export carries: this shows the "
+            "export is consistent, not who wrote it (give --keys to know)"
+        )
+    _unvouched_note(report)
     if not source.log_intact():
         what = "log.jsonl is not the file the manifest describes (its SHA-256 differs)"
         report.discrepancies.insert(0, Discrepancy("export", what))

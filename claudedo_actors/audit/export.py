@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 
@@ -37,7 +38,7 @@ VERSION = 1
 
 
 class _Line(msgspec.Struct, omit_defaults=True):
-    seq: int
+    seq: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
     subject: str
     data: str | None = None
     data_b64: str | None = None
@@ -171,7 +172,9 @@ class ExportSource:
             raise ClaudeDoError(f"{directory} holds no MANIFEST.json: not an export") from None
         except (OSError, ValueError) as exc:
             raise ClaudeDoError(f"{directory}/MANIFEST.json is unreadable: {exc}") from None
-        if self.manifest.get("format") != FORMAT or self.manifest.get("version") != VERSION:
+        if not isinstance(self.manifest, dict) or (
+            self.manifest.get("format") != FORMAT or self.manifest.get("version") != VERSION
+        ):
             raise ClaudeDoError(f"{directory} is not a ClaudeDo audit export of version {VERSION}")
         self.stream = str(self.manifest.get("stream", ""))
         self.transcripts_dir = directory / "transcripts"
@@ -197,6 +200,8 @@ class ExportSource:
                     )
                 except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
                     raise ClaudeDoError(f"log.jsonl line {number} is not a message") from None
+                if not item.subject.isprintable() or not item.subject.isascii():
+                    raise ClaudeDoError(f"log.jsonl line {number} has no NATS subject")
                 batch.append(RawEvent(item.seq, item.subject, data))
                 if len(batch) >= size:
                     yield batch

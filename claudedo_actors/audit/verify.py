@@ -16,7 +16,13 @@ from pathlib import Path
 
 from claudedo_actors.agent.run_output import log_path
 from claudedo_actors.git.runner import GitError, git
-from events.audit import Discrepancy, LogVerifier, RunRecord, VerifyResult
+from events.audit import (
+    DEFAULT_MAX_UNVOUCHED,
+    Discrepancy,
+    LogVerifier,
+    RunRecord,
+    VerifyResult,
+)
 from events.log import RawEvent
 from projections.rebuild import apply_pipelined
 
@@ -41,6 +47,7 @@ class Report:
     outputs_checked: int = 0
     commits_checked: int = 0
     notes: list[str] = field(default_factory=list)
+    max_unvouched: int = DEFAULT_MAX_UNVOUCHED
 
     @property
     def ok(self) -> bool:
@@ -58,6 +65,7 @@ class Report:
             "unchained": result.unchained,
             "checkpoints": len(result.checkpoints),
             "vouched_upto": result.vouched_upto,
+            "unvouched": result.unvouched,
             "log_hash": result.log_hash,
             "transcripts_checked": self.transcripts_checked,
             "outputs_checked": self.outputs_checked,
@@ -72,8 +80,9 @@ def verify_log(
     trusted: dict[str, str],
     only: str | None = None,
     last_seq: int | None = None,
+    max_unvouched: int | None = None,
 ) -> VerifyResult:
-    verifier = LogVerifier(stream, trusted, only)
+    verifier = LogVerifier(stream, trusted, only, max_unvouched=max_unvouched)
     # The next batch is read while this one is checked (hashing and decoding release the GIL
     # for part of their time, the socket reads and the server for more).
     apply_pipelined(batches, verifier.feed_batch)

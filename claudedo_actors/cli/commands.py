@@ -37,7 +37,7 @@ def _as_of_value(ctx: click.Context, param: click.Parameter, value: str | None) 
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return int(text)
     return _IsoTime().convert(text, param, ctx).isoformat()
 
@@ -721,6 +721,10 @@ def audit(task_id: str, home: Path | None, as_json: bool) -> None:
               help="Verify this export offline, with no node and no NATS.")  # fmt: skip
 @click.option("--keys", "keys_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Trust only the public keys (*.pub) in this folder.")  # fmt: skip
+@click.option("--trust-export-keys", is_flag=True,
+              help="With --export, no --keys: check against the keys it carries.")  # fmt: skip
+@click.option("--max-unvouched", type=_int_range(rq.Offset), default=None, metavar="N",
+              help="Events after the last checkpoint that are fine (2000).")  # fmt: skip
 @click.option("--no-output", is_flag=True, help="Do not read the live output stream.")
 @home_option
 @json_option
@@ -728,6 +732,8 @@ def audit_verify(
     ref: str | None,
     export_dir: Path | None,
     keys_dir: Path | None,
+    trust_export_keys: bool,
+    max_unvouched: int | None,
     no_output: bool,
     home: Path | None,
     as_json: bool,
@@ -739,14 +745,18 @@ def audit_verify(
     from claudedo_actors.audit.commands import verify_export, verify_live
 
     if export_dir is not None:
-        report = verify_export(export_dir.absolute(), ref, keys_dir)
+        report = verify_export(
+            export_dir.absolute(), ref, keys_dir, trust_export_keys, max_unvouched
+        )
     else:
+        if trust_export_keys:
+            raise click.UsageError("--trust-export-keys goes with --export")
         from claudedo_actors.cli.client import NodeClient
 
         client = NodeClient(_home(home))
         only = None if ref is None else _aggregate_of(client, ref)
         url, cred = client.address.nats_url, client.credential
-        report = verify_live(client.home, url, cred, only, keys_dir, read_output=not no_output)
+        report = verify_live(client.home, url, cred, only, keys_dir, not no_output, max_unvouched)
     if as_json:
         sys.stdout.write(json.dumps(report.as_json(), indent=2) + "\n")
     else:

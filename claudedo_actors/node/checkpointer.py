@@ -63,7 +63,7 @@ class Checkpointer:
         self._read_log = read_log
         self._append = append
         self._state_file = state_file
-        self.every = every or int(_env_number("CLAUDEDO_CHECKPOINT_EVERY", 1_000))
+        self.every = max(1, every or int(_env_number("CLAUDEDO_CHECKPOINT_EVERY", 1_000)))
         self.interval_s = interval_s or _env_number("CLAUDEDO_CHECKPOINT_INTERVAL_S", 60.0)
         self._origin = ev.Origin(node_id=node_id, correlation_id="", actor="node:checkpointer")
         self.seq, self.log_hash, self.pending, self._pending_since = self._load()
@@ -71,6 +71,7 @@ class Checkpointer:
         self._known_last = 0
         self._behind_since = 0.0
         self._wake = threading.Event()
+        self._stopped = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="checkpointer", daemon=True)
 
@@ -94,6 +95,7 @@ class Checkpointer:
 
     def stop(self) -> None:
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
@@ -114,7 +116,7 @@ class Checkpointer:
             except Exception as exc:  # NATS away, a read cut short: the next wake tries again
                 log.warning("checkpoint deferred: %s", exc)
                 with contextlib.suppress(Exception):
-                    self._wake.wait(min(self.interval_s, 5.0))
+                    self._stopped.wait(min(self.interval_s, 5.0))  # not woken by new events
 
     def step(self, now: float | None = None) -> bool:
         """Read what is new if a checkpoint may be due; append one if it is. True when one
@@ -125,7 +127,7 @@ class Checkpointer:
             since = min(self._behind_since, self._pending_since) if self.pending else None
             since = self._behind_since if since is None else since
             if self.pending + behind >= self.every or now - since >= self.interval_s:
-                self._fold(self.seq + 1, self._known_last)
+                self._fold(self.seq + 1, self._known_last, now)
         due = self.pending >= self.every or (
             self.pending > 0 and now - self._pending_since >= self.interval_s
         )
@@ -134,7 +136,7 @@ class Checkpointer:
         self.checkpoint()
         return True
 
-    def _fold(self, from_seq: int, until_seq: int) -> None:
+    def _fold(self, from_seq: int, until_seq: int, now: float) -> None:
         digest = self.log_hash
         import hashlib
 
@@ -150,6 +152,9 @@ class Checkpointer:
                     if self.pending == 0:
                         self._pending_since = self._behind_since  # when it was first known
                     self.pending += 1
+        if self._known_last > self.seq:
+            # More came while this was read: their wait for a checkpoint starts now.
+            self._behind_since = now
         self._save()
 
     def checkpoint(self) -> int:

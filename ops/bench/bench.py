@@ -873,7 +873,7 @@ def bench_audit(sizes: list[int]) -> None:
                        events_per_s=last / (time.perf_counter() - t))  # fmt: skip
                 (folder / "export" / "keys").mkdir(exist_ok=True)
                 t = time.perf_counter()
-                checked = verify_export(folder / "export", None, None)
+                checked = verify_export(folder / "export", None, folder / "export" / "keys")
                 rate = last / (time.perf_counter() - t)
                 assert checked.ok, checked.discrepancies[:3]
                 report(f"audit verify --export ({last:,} messages)", events_per_s=rate,
