@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -231,29 +232,34 @@ def _lifecycle(i: int) -> list[ev.Envelope]:
     ]
 
 
-async def _load_lifecycles(url: str, n_events: int) -> int:
+async def _publish_all(url: str, messages: Iterable[tuple[str, bytes, str | None]]) -> int:
+    """A fresh log holding `messages` (subject, stored bytes, Nats-Msg-Id or None), in order,
+    published with up to 4,000 acks outstanding; its last sequence."""
     nc = await nats.connect(url)
     js = nc.jetstream()
     await _reset(js)
-    lst = ev.envelop(ev.ListCreated(name="bench"), "l1", ORIGIN)
-    await js.publish(lst.subject, ev.encode(lst), headers={"Nats-Msg-Id": lst.event_id})
-    futures, sent, i = [], 1, 0
-    while sent < n_events:
-        for env in _lifecycle(i)[: n_events - sent]:
-            futures.append(
-                await js.publish_async(
-                    env.subject, ev.encode(env), headers={"Nats-Msg-Id": env.event_id}
-                )
-            )
-            sent += 1
-        i += 1
+    futures = []
+    for subject, data, msg_id in messages:
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        futures.append(await js.publish_async(subject, data, headers=headers))
         if len(futures) >= 4000:
             await asyncio.gather(*futures)
             futures = []
     await asyncio.gather(*futures)
     last = await EventLog(js).last_seq()
     await nc.close()
-    return last
+    return int(last)
+
+
+def _first(n: int, envelopes: Iterator[ev.Envelope]) -> Iterator[tuple[str, bytes, str | None]]:
+    for env in itertools.islice(envelopes, n):
+        yield env.subject, ev.encode(env), env.event_id
+
+
+async def _load_lifecycles(url: str, n_events: int) -> int:
+    lst = ev.envelop(ev.ListCreated(name="bench"), "l1", ORIGIN)
+    tasks = (env for i in itertools.count() for env in _lifecycle(i))
+    return await _publish_all(url, _first(n_events, itertools.chain([lst], tasks)))
 
 
 async def _ordered_read(url: str, until: int) -> float:
@@ -819,19 +825,7 @@ def _audit_log(n: int, key: Any, every: int = 1_000) -> Iterator[tuple[str, byte
 
 
 async def _load_audit_log(url: str, n: int, key: Any) -> int:
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    await _reset(js)
-    futures = []
-    for subject, data in _audit_log(n, key):
-        futures.append(await js.publish_async(subject, data))
-        if len(futures) >= 4000:
-            await asyncio.gather(*futures)
-            futures = []
-    await asyncio.gather(*futures)
-    last = await EventLog(js).last_seq()
-    await nc.close()
-    return last
+    return await _publish_all(url, ((subject, data, None) for subject, data in _audit_log(n, key)))
 
 
 def bench_audit(sizes: list[int]) -> None:
@@ -912,26 +906,9 @@ def _analytic_lifecycle(i: int) -> list[ev.Envelope]:
 
 
 async def _load_analytics_log(url: str, n_events: int) -> int:
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    await _reset(js)
     lists = [ev.envelop(ev.ListCreated(name=f"list {k}"), f"l{k}", ORIGIN) for k in (0, 1)]
-    futures, sent, i = [], 0, 0
-    pending: list[ev.Envelope] = list(lists)
-    while sent < n_events:
-        pending += _analytic_lifecycle(i)
-        i += 1
-        for env in pending[: n_events - sent]:
-            futures.append(await js.publish_async(env.subject, ev.encode(env)))
-            sent += 1
-        pending = []
-        if len(futures) >= 4000:
-            await asyncio.gather(*futures)
-            futures = []
-    await asyncio.gather(*futures)
-    last = await EventLog(js).last_seq()
-    await nc.close()
-    return last
+    tasks = (env for i in itertools.count() for env in _analytic_lifecycle(i))
+    return await _publish_all(url, _first(n_events, itertools.chain(lists, tasks)))
 
 
 def _p50_ms(fn: Any, rounds: int) -> tuple[float, float]:
