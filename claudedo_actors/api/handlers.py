@@ -134,23 +134,37 @@ class Api:
     async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
         await self.nc.publish(subject, payload, headers=headers or None)
 
+    async def _dispatch(self, verb: str, data: bytes) -> tuple[Any, bool]:
+        """Decode, validate and answer one request: its result (a value or Pages) and
+        whether the asker reads pages. Raises ClaudeDoError for a refused request."""
+        route = ROUTES.get(verb)
+        if route is None:
+            raise Invalid(f"unknown API verb {verb!r}")
+        req_type, handler = route
+        try:
+            req = msgspec.json.decode(data or b"{}", type=req_type)
+        except msgspec.ValidationError as exc:
+            raise _invalid_request(exc) from None
+        except msgspec.DecodeError:
+            raise Invalid("invalid request: not JSON") from None
+        return await handler(self, req), req.paged
+
+    async def call(self, verb: str, payload: dict[str, Any]) -> Any:
+        """One request from inside the node (the web board), through the same decoding,
+        validation and handlers as a request over NATS; a listing's pages joined (sql:
+        `{"columns", "rows"}`). Raises ClaudeDoError as the CLI shows it."""
+        result, _ = await self._dispatch(verb, msgspec.json.encode(payload))
+        if not isinstance(result, pages.Pages):
+            return result
+        rows = [row async for page in result.pages for row in page]
+        return rows if result.columns is None else {"columns": result.columns, "rows": rows}
+
     async def _handle(self, msg: Msg) -> None:
         verb = msg.subject.removeprefix(ev.api_subject(""))
         paged = False
         reply: Any
         try:
-            route = ROUTES.get(verb)
-            if route is None:
-                raise Invalid(f"unknown API verb {verb!r}")
-            req_type, handler = route
-            try:
-                req = msgspec.json.decode(msg.data or b"{}", type=req_type)
-            except msgspec.ValidationError as exc:
-                raise _invalid_request(exc) from None
-            except msgspec.DecodeError:
-                raise Invalid("invalid request: not JSON") from None
-            paged = req.paged
-            result = await handler(self, req)
+            result, paged = await self._dispatch(verb, msg.data)
             reply = result if isinstance(result, pages.Pages) else {"ok": result}
         except ClaudeDoError as exc:
             reply = {"error": {"code": exc.code, "message": _one_line(exc.message)}}

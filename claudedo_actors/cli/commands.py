@@ -276,6 +276,15 @@ def app() -> None:
     help="Servers that keep each stream when this node creates them (default: min(3, the "
     "cluster's size)).",
 )
+@click.option(
+    "--web",
+    envvar="CLAUDEDO_WEB",
+    default="127.0.0.1:0",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Serve the board here (port 0: a free one).",
+)
+@click.option("--no-web", is_flag=True, help="Do not serve the board.")
 def up(
     home: Path | None,
     nats: str | None,
@@ -283,6 +292,8 @@ def up(
     claude_bin: str | None,
     creds: Path | None,
     replicas: int | None,
+    web: str,
+    no_web: bool,
 ) -> None:
     """Start a node: embedded NATS (unless --nats), projector and API. Stops on Ctrl-C."""
     import logging
@@ -302,9 +313,31 @@ def up(
             "--creds is for a given server (--nats): the embedded one uses the home's own",
             code="invalid",
         )
-    code = Node(resolve_home(home), nats, slots, claude_bin, replicas, creds).run()
+    from claudedo_actors.web.server import parse_address
+
+    parse_address(web)  # a bad address is refused before anything starts
+    address = None if no_web else web
+    code = Node(resolve_home(home), nats, slots, claude_bin, replicas, creds, address).run()
     if code:
         raise SystemExit(code)
+
+
+@app.command("open")
+@home_option
+@click.option("--print", "print_only", is_flag=True, help="Print the login link, open nothing.")
+def open_board(home: Path | None, print_only: bool) -> None:
+    """Open the board of the node running on this home in a browser (its login link holds
+    the home's web token: share it as you would a password)."""
+    import webbrowser
+
+    from claudedo_actors.node.home import Home, resolve_home
+
+    data = _request(home, "info", {})
+    if not data.get("web_url"):
+        raise ClaudeDoError("this node serves no board (it was started with --no-web)")
+    link = f"{data['web_url']}/login?token={Home(resolve_home(home)).web_token()}"
+    if print_only or not webbrowser.open(link):
+        sys.stdout.write(link + "\n")
 
 
 @app.command()

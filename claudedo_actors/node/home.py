@@ -122,6 +122,30 @@ class Home:
             trusted.write_text(key.public_hex + "\n")
         return key
 
+    @property
+    def web_token_file(self) -> Path:
+        return self.root / "web-token"
+
+    def web_token(self) -> str:
+        """The board's access token: made on first use (0600), then read back. Whoever has
+        it (or the login link holding it) can do on the board what the CLI can."""
+        import secrets
+
+        path = self.web_token_file
+        try:
+            token = path.read_text().strip()
+        except FileNotFoundError:
+            from events.credentials import write_private
+
+            token = secrets.token_urlsafe(32)
+            try:
+                write_private(path, token.encode() + b"\n", replace=False)
+            except FileExistsError:
+                token = path.read_text().strip()
+        if len(token) < 32:
+            raise ClaudeDoError(f"{path} holds no token: remove it, and the node makes one")
+        return token
+
     def trusted_keys(self) -> dict[str, str]:
         """Key id -> public key (hex) of every key in `keys/trusted/`."""
         return read_public_keys(self.keys_dir / "trusted")

@@ -43,6 +43,7 @@ from claudedo_actors.runner.queue import QueueActor
 from claudedo_actors.runner.recovery import end_lost_review
 from claudedo_actors.runner.slot import RunnerContext, SlotActor
 from claudedo_actors.runner.spool import Spool, replay
+from claudedo_actors.web.server import DEFAULT_WEB, WebServer
 from events.credentials import NODE_CREDS_ENV, Credential, redact_url, url_user
 from events.errors import ClaudeDoError
 from events.log import STREAM
@@ -110,6 +111,7 @@ class Node:
         claude_bin: str | None = None,
         replicas: int | None = None,
         creds: str | os.PathLike[str] | None = None,
+        web: str | None = DEFAULT_WEB,
     ) -> None:
         """`replicas`: how many servers keep the streams when this node creates them
         (default: CLAUDEDO_REPLICAS, else min(3, the NATS cluster's size)). `creds`: the
@@ -132,6 +134,8 @@ class Node:
         self._credential: Credential | None = None
         self.slots = slots
         self.claude_bin = claude_bin
+        self._web_address = web  # None: no board
+        self._web: WebServer | None = None
         try:
             self.beat_s = beat_interval()
         except ValueError as exc:
@@ -285,6 +289,7 @@ class Node:
             log.warning("killed %d process(es) left by runs of an earlier life", killed)
         self._start_runner(bridge)
         self._start_checkpointer()
+        self._start_web(bridge)
         NodeAddress(self.node_id, self.nats_url, os.getpid()).write(self.home)
         log.info(
             "node %s ready: home %s, nats %s, slots %d, projection at %d",
@@ -410,6 +415,26 @@ class Node:
             if self._queue is not None:
                 self._queue.tell(SlotReplaced(number, ref))
 
+    def _start_web(self, bridge: NatsBridge) -> None:
+        """The board over HTTP (`--web`, default a free loopback port; `--no-web`: none).
+        Its login link goes to the terminal of `claudedo up`, never into the node's log."""
+        if self._web_address is None:
+            return
+        import getpass
+        import socket
+        import sys
+
+        assert self._api is not None
+        api = self._api
+        actor = f"user:{getpass.getuser()}@{socket.gethostname()}"
+        self._web = WebServer(
+            self._web_address, self.home.web_token(), actor, bridge.submit, api.call
+        )
+        url = self._web.start()
+        log.info("board on %s (claudedo open, or the login link printed at start)", url)
+        sys.stdout.write(f"board: {url}/login?token={self.home.web_token()}\n")
+        sys.stdout.flush()
+
     def info(self) -> dict[str, Any]:
         return {
             "node_id": self.node_id,
@@ -417,6 +442,7 @@ class Node:
             "nats_user": self._nats_user(),
             "stream": STREAM,
             "signing_key": self._checkpointer.key.id if self._checkpointer else None,
+            "web_url": self._web.url if self._web is not None else None,
             "slots": self.slots,
             "home": str(self.home.root),
             "pid": os.getpid(),
@@ -472,6 +498,8 @@ class Node:
                 _quietly(lambda: bridge.call(self._feed.stop(), timeout_s=5))
         if self._checkpointer is not None:
             _quietly(self._checkpointer.stop)
+        if self._web is not None:
+            _quietly(self._web.stop)
         # No new claims first; then every slot ends its run and gives its task back, at once.
         if self._queue is not None:
             _quietly(lambda: self._queue.stop(block=True, timeout=30))

@@ -1,0 +1,200 @@
+"""The board over HTTP, served by a real node: nothing without the home's token, the board
+and task pages, and every action through the node's API with the CLI's errors."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.api_support import make_repo
+from tests.conftest import NodeProcess
+from tests.runner_support import Runner
+
+
+class Browser:
+    """A plain HTTP client with a cookie jar, as a browser keeps the login cookie."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+        return self._send(urllib.request.Request(self.url + path, headers=headers or {}))
+
+    def post(
+        self, path: str, fields: dict[str, str], headers: dict[str, str] | None = None
+    ) -> tuple[int, str]:
+        data = urllib.parse.urlencode(fields).encode()
+        return self._send(urllib.request.Request(self.url + path, data, headers or {}))
+
+    def _send(self, request: urllib.request.Request) -> tuple[int, str]:
+        try:
+            with self.opener.open(request, timeout=30) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+
+def _token(node: NodeProcess) -> str:
+    return (node.home / "web-token").read_text().strip()
+
+
+def _column(html: str, status: str) -> str:
+    start = html.index(f'data-status="{status}"')
+    end = html.find("</section>", start)
+    return html[start:end]
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProcess, Browser]]:
+    node = NodeProcess(tmp_path_factory.mktemp("web") / "home").start()
+    try:
+        browser = Browser(node.ok("info")["web_url"])
+        status, _ = browser.get(f"/login?token={_token(node)}")
+        assert status == 200
+        yield node, browser
+    finally:
+        node.stop()
+
+
+def test_nothing_is_served_without_the_homes_token(
+    board: tuple[NodeProcess, Browser], tmp_path: Path
+) -> None:
+    node, logged_in = board
+    stranger = Browser(logged_in.url)
+    assert stranger.get("/")[0] == 401
+    assert stranger.get("/login?token=wrong")[0] == 403
+    assert stranger.get("/", {"Authorization": "Bearer " + "x" * 43})[0] == 401
+    before = node.ok("info")["last_seq"]
+    status, text = stranger.post("/lists", {"name": "intruder"})
+    assert status == 401 and "claudedo open" in text
+    assert node.ok("info")["last_seq"] == before
+    # A program may send the token as a bearer token instead of the cookie.
+    assert stranger.get("/", {"Authorization": f"Bearer {_token(node)}"})[0] == 200
+
+
+def test_the_board_shows_tasks_in_columns_with_their_list_and_text_literally(
+    board: tuple[NodeProcess, Browser],
+) -> None:
+    node, browser = board
+    node.ok("list", "add", "columns")
+    node.ok("task", "add", "columns", "<script>alert(1)</script> draft")
+    node.ok("task", "add", "columns", "queued one", "--queue")
+    status, html = browser.get("/")
+    assert status == 200
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; draft" in _column(html, "draft")
+    assert "<script>alert" not in html
+    assert "queued one" in _column(html, "queued") and "columns" in _column(html, "queued")
+
+
+def test_a_list_and_a_task_made_in_the_page_are_the_nodes(
+    board: tuple[NodeProcess, Browser],
+) -> None:
+    node, browser = board
+    status, html = browser.post("/lists", {"name": "from-the-page"})
+    assert status == 200 and "from-the-page" in html
+    (row,) = [r for r in node.ok("list", "ls") if r["name"] == "from-the-page"]
+    fields = {"list": row["id"], "title": "made in the page", "description": "d",
+              "subtasks": "one\ntwo", "queue": "on"}  # fmt: skip
+    status, html = browser.post("/tasks", fields)
+    assert status == 200 and "made in the page" in _column(html, "queued")
+    (task,) = [t for t in node.ok("tasks") if t["title"] == "made in the page"]
+    shown = node.ok("task", "show", task["id"])
+    assert [s["title"] for s in shown["subtasks"]] == ["one", "two"]
+    assert node.ok("audit", task["id"])[0]["actor"].startswith("user:")
+
+
+def test_a_refused_action_shows_the_clis_error_and_changes_nothing(
+    board: tuple[NodeProcess, Browser],
+) -> None:
+    node, browser = board
+    node.ok("list", "add", "refusals")
+    before = node.ok("info")["last_seq"]
+    cli = node.cli("task", "add", "refusals", "")
+    assert cli.code != 0
+    status, html = browser.post("/tasks", {"list": "refusals", "title": ""})
+    assert status == 400
+    assert cli.err.strip() in html  # the same one line: "error: ..."
+    status, html = browser.post("/tasks", {"list": "no-such-list", "title": "t"})
+    assert status == 400 and "error: list no-such-list not found" in html
+    assert node.ok("info")["last_seq"] == before
+
+
+def test_queue_unqueue_and_cancel_from_the_board(board: tuple[NodeProcess, Browser]) -> None:
+    node, browser = board
+    node.ok("list", "add", "actions")
+    task = node.ok("task", "add", "actions", "acted on")["id"]
+    assert browser.post(f"/tasks/{task}/queue", {})[0] == 200
+    assert node.ok("task", "show", task)["status"] == "queued"
+    assert browser.post(f"/tasks/{task}/unqueue", {})[0] == 200
+    assert node.ok("task", "show", task)["status"] == "draft"
+    browser.post(f"/tasks/{task}/queue", {})
+    assert browser.post(f"/tasks/{task}/cancel", {})[0] == 200
+    assert node.ok("task", "show", task)["status"] == "cancelled"
+    status, html = browser.post(f"/tasks/{task}/unqueue", {})
+    assert status == 400 and "error: " in html
+
+
+def test_a_post_from_another_site_is_refused(board: tuple[NodeProcess, Browser]) -> None:
+    node, browser = board
+    before = node.ok("info")["last_seq"]
+    status, _ = browser.post("/lists", {"name": "csrf"}, {"Origin": "http://evil.example"})
+    assert status == 403 and node.ok("info")["last_seq"] == before
+
+
+def test_a_task_page_shows_its_runs_and_worktree(tmp_path: Path) -> None:
+    runner = Runner(tmp_path, slots=1, env={"FAKE_CLAUDE_SCENARIO": "write"}).start()
+    try:
+        runner.add_list(make_repo(tmp_path / "repo"))
+        task = runner.add_task("Run me", description="Make <it> so")
+        done = runner.wait_status(task)
+        browser = Browser(runner.node.ok("info")["web_url"])
+        browser.get(f"/login?token={_token(runner.node)}")
+        status, html = browser.get(f"/tasks/{task[:8]}")
+        assert status == 200 and "Make &lt;it&gt; so" in html
+        assert "succeeded" in html and f"{done['runs'][0]['cost_usd']:.4f}" in html
+        assert "1 commit(s)" in html
+        assert browser.get("/tasks/zzzzzzzz")[0] == 404
+    finally:
+        runner.stop()
+
+
+def test_a_node_started_with_no_web_serves_no_board(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path / "home", ["--no-web"]).start()
+    try:
+        assert node.ok("info")["web_url"] is None
+        res = node.cli("open")
+        assert res.code == 1 and res.err == "error: this node serves no board (it was started " \
+            "with --no-web)\n"  # fmt: skip
+    finally:
+        node.stop()
+
+
+def test_a_bad_web_address_is_one_line(tmp_path: Path) -> None:
+    import subprocess
+
+    res = subprocess.run(
+        [sys.executable, "-m", "claudedo_actors", "up", "--web", "nowhere"],
+        env={"CLAUDEDO_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode != 0
+    assert res.stderr.strip().splitlines() == [
+        "error: --web 'nowhere': give HOST:PORT, e.g. 127.0.0.1:8080"
+    ]
+
+
+def test_open_prints_the_login_link(board: tuple[NodeProcess, Browser]) -> None:
+    node, browser = board
+    link = node.cli("open", "--print").out.strip()
+    assert link == f"{browser.url}/login?token={_token(node)}"
+    fresh = Browser(browser.url)
+    assert fresh.get(link.removeprefix(browser.url))[0] == 200
