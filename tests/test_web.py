@@ -198,3 +198,97 @@ def test_open_prints_the_login_link(board: tuple[NodeProcess, Browser]) -> None:
     assert link == f"{browser.url}/login?token={_token(node)}"
     fresh = Browser(browser.url)
     assert fresh.get(link.removeprefix(browser.url))[0] == 200
+
+
+class EventStream:
+    """A page's Server-Sent Events stream, read line by line."""
+
+    def __init__(self, browser: Browser, last_event_id: int | None = None) -> None:
+        headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
+        request = urllib.request.Request(browser.url + "/events", headers=headers)
+        self.response = browser.opener.open(request, timeout=30)
+
+    def next_change(self) -> int:
+        """The id of the next `changed` event (the read fails after 30 s without one)."""
+        seen: dict[str, str] = {}
+        while True:
+            line = self.response.readline().decode().rstrip("\n")
+            if not line:
+                if seen.get("event") == "changed":
+                    return int(seen["id"])
+                seen = {}
+                continue
+            if not line.startswith(":"):
+                key, _, value = line.partition(": ")
+                seen[key] = value
+
+    def close(self) -> None:
+        self.response.close()
+
+
+def test_a_page_is_told_when_the_projection_moves_on(board: tuple[NodeProcess, Browser]) -> None:
+    node, browser = board
+    now = node.ok("info")["checkpoint_seq"]
+    stream = EventStream(browser, last_event_id=now)
+    try:
+        node.ok("list", "add", "live")
+        after = node.ok("info")["checkpoint_seq"]
+        # The first event is about the change, not a stale one for what the page had seen.
+        assert stream.next_change() == after > now
+    finally:
+        stream.close()
+
+
+def test_a_page_that_reconnects_is_told_at_once_what_it_missed(
+    board: tuple[NodeProcess, Browser],
+) -> None:
+    node, browser = board
+    node.ok("list", "add", "missed")
+    now = node.ok("info")["checkpoint_seq"]
+    stream = EventStream(browser, last_event_id=1)
+    try:
+        assert stream.next_change() == now
+    finally:
+        stream.close()
+    assert Browser(browser.url).get("/events")[0] == 401
+
+
+def test_a_fragment_is_what_the_page_shows_live(board: tuple[NodeProcess, Browser]) -> None:
+    _, browser = board
+    status, html = browser.get("/?fragment=1")
+    assert status == 200 and "<html" not in html and 'data-status="draft"' in html
+    status, page = browser.get("/")
+    assert 'id="live"' in page and 'new EventSource("/events")' in page
+
+
+def test_open_event_streams_do_not_keep_the_node_from_stopping(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path / "home").start()
+    browser = Browser(node.ok("info")["web_url"])
+    browser.get(f"/login?token={_token(node)}")
+    streams = [EventStream(browser) for _ in range(3)]
+    try:
+        assert node.stop() == 0
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+def test_after_a_restart_the_board_is_where_the_open_pages_look_for_it(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path / "home").start()
+    try:
+        url = node.ok("info")["web_url"]
+        browser = Browser(url)
+        browser.get(f"/login?token={_token(node)}")
+        seen = node.ok("info")["checkpoint_seq"]
+        node.stop()
+        node.start()
+        assert node.ok("info")["web_url"] == url  # the same port again
+        node.ok("list", "add", "after-restart")
+        # The page's cookie still opens it, and its stream resumes from the id it saw.
+        stream = EventStream(browser, last_event_id=seen)
+        try:
+            assert stream.next_change() == node.ok("info")["checkpoint_seq"] > seen
+        finally:
+            stream.close()
+    finally:
+        node.stop()

@@ -430,7 +430,16 @@ class Node:
         self._web = WebServer(
             self._web_address, self.home.web_token(), actor, bridge.submit, api.call
         )
-        url = self._web.start()
+        port_file = self.home.root / "web-port"  # the port of the last life, tried first
+        last_port: int | None = None
+        with contextlib.suppress(OSError, ValueError):
+            last_port = int(port_file.read_text().strip())
+        url = self._web.start(last_port)
+        with contextlib.suppress(OSError):
+            port_file.write_text(f"{self._web.port_bound}\n")
+        assert self._feed is not None
+        self._web.advanced(self._feed.checkpoint)
+        self._feed.listeners.append(self._web.advanced)
         log.info("board on %s (claudedo open, or the login link printed at start)", url)
         sys.stdout.write(f"board: {url}/login?token={self.home.web_token()}\n")
         sys.stdout.flush()

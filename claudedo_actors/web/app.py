@@ -20,9 +20,16 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 
+from claudedo_actors.web.live import Changes
 from events.errors import ClaudeDoError
 
 Call = Callable[[str, dict[str, Any]], Awaitable[Any]]
@@ -34,14 +41,21 @@ _SHOWN_AS = {"claimed": "running"}
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
-def make_app(token: str, call: Call, actor: str) -> Starlette:
-    """The board's ASGI app: `call(verb, payload)` asks the node's API, as `actor`."""
+def make_app(token: str, call: Call, actor: str, changes: Changes | None = None) -> Starlette:
+    """The board's ASGI app: `call(verb, payload)` asks the node's API, as `actor`;
+    `changes` feeds the pages' live updates."""
+    changes = changes or Changes()
     env = Environment(
         loader=FileSystemLoader(_TEMPLATES), autoescape=select_autoescape(default=True)
     )
 
-    def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        return HTMLResponse(env.get_template(name).render(**context), status_code=status)
+    def page(
+        name: str, status: int = 200, request: Request | None = None, **context: Any
+    ) -> HTMLResponse:
+        """A page, or with `?fragment=1` only what it shows live (its `main`)."""
+        fragment = request is not None and request.query_params.get("fragment") == "1"
+        html = env.get_template(name).render(fragment=fragment, **context)
+        return HTMLResponse(html, status_code=status)
 
     def allowed(request: Request) -> bool:
         given = request.cookies.get(COOKIE) or ""
@@ -77,14 +91,14 @@ def make_app(token: str, call: Call, actor: str) -> Starlette:
         for task in tasks:
             shown = _SHOWN_AS.get(task["status"], task["status"])
             columns.setdefault(shown, []).append({**task, "list_name": names.get(task["list_id"])})
-        return page("board.html", status, lists=lists, columns=columns, error=error)
+        return page("board.html", status, request, lists=lists, columns=columns, error=error)
 
     async def task_page(request: Request) -> Response:
         try:
             task = await ask("task.show", {"task": request.path_params["task_id"]})
         except ClaudeDoError as exc:
             return page("error.html", 404 if exc.code == "not_found" else 400, error=exc.message)
-        return page("task.html", task=task)
+        return page("task.html", 200, request, task=task)
 
     async def add_task(request: Request) -> Response:
         form = await _form(request)
@@ -117,8 +131,19 @@ def make_app(token: str, call: Call, actor: str) -> Starlette:
         safe = back.startswith("/") and not back.startswith("//")
         return await act(request, verb, {"tasks": [task_id]}, back if safe else "/")
 
+    async def events(request: Request) -> Response:
+        """Server-Sent Events: one `changed` event each time the projection moved on."""
+        seen = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+        after = int(seen) if seen.isascii() and seen.isdigit() else 0
+        return StreamingResponse(
+            changes.stream(after),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
     routes = [
         Route("/login", login),
+        Route("/events", events),
         Route("/", board),
         Route("/tasks", add_task, methods=["POST"]),
         Route("/lists", add_list, methods=["POST"]),

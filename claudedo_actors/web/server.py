@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from claudedo_actors.web.live import Changes
 from events.errors import ClaudeDoError
 
 log = logging.getLogger("claudedo.web")
@@ -46,24 +47,28 @@ class WebServer:
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.url = ""
+        self.changes = Changes()
 
-    def start(self) -> str:
-        """Bind and serve; the board's URL (without its token)."""
+    def start(self, preferred_port: int | None = None) -> str:
+        """Bind and serve; the board's URL (without its token). With port 0, the
+        `preferred_port` (the one of the node's last life) is tried first, so open pages
+        find the board again after a restart."""
         import uvicorn
 
         from claudedo_actors.web.app import make_app
 
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host, self.port))
-        except OSError as exc:
-            sock.close()
-            raise ClaudeDoError(
-                f"cannot serve the board on {self.host}:{self.port}: {exc.strerror or exc}",
-                "invalid",
-            ) from None
+        sock = None
+        if self.port == 0 and preferred_port:
+            with contextlib.suppress(OSError):
+                sock = self._bind(preferred_port)
+        if sock is None:
+            try:
+                sock = self._bind(self.port)
+            except OSError as exc:
+                raise ClaudeDoError(
+                    f"cannot serve the board on {self.host}:{self.port}: {exc.strerror or exc}",
+                    "invalid",
+                ) from None
         sock.listen(128)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
@@ -74,14 +79,30 @@ class WebServer:
             future = self._run_on_node(self._api_call(verb, payload))
             return await asyncio.wrap_future(future)
 
-        app = make_app(self._token, call, self._actor)
+        app = make_app(self._token, call, self._actor, self.changes)
         config = uvicorn.Config(
-            app, log_level="warning", lifespan="off", access_log=False, server_header=False
-        )
+            app, log_level="warning", lifespan="off", access_log=False, server_header=False,
+            timeout_graceful_shutdown=2,
+        )  # fmt: skip
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, args=(sock,), name="web", daemon=True)
         self._thread.start()
         return self.url
+
+    def _bind(self, port: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, port))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    @property
+    def port_bound(self) -> int:
+        return int(self.url.rsplit(":", 1)[1]) if self.url else 0
 
     def _serve(self, sock: socket.socket) -> None:
         try:
@@ -92,7 +113,12 @@ class WebServer:
             with contextlib.suppress(OSError):
                 sock.close()
 
+    def advanced(self, seq: int) -> None:
+        """The projection reached `seq`: the open pages fetch what they show again."""
+        self.changes.advanced(seq)
+
     def stop(self) -> None:
+        self.changes.close()  # the open event streams end, so the server can stop
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
