@@ -67,11 +67,16 @@ def make_app(token: str, call: Call, actor: str, changes: Changes | None = None)
     async def ask(verb: str, payload: dict[str, Any]) -> Any:
         return await call(verb, {**payload, "actor": actor})
 
-    async def act(request: Request, verb: str, payload: dict[str, Any], back: str) -> Response:
-        """Ask the API to do something, then go `back`; refused: the board with its error."""
+    async def act(
+        request: Request, verb: str, payload: dict[str, Any], back: str, on_task: bool = False
+    ) -> Response:
+        """Ask the API to do something, then go `back`; refused: the board (or, `on_task`,
+        the task's page) with the error."""
         try:
             await ask(verb, payload)
         except ClaudeDoError as exc:
+            if on_task:
+                return await task_page(request, error=exc.message, status=400)
             return await board(request, error=exc.message, status=400)
         return RedirectResponse(back, status_code=303)
 
@@ -93,12 +98,12 @@ def make_app(token: str, call: Call, actor: str, changes: Changes | None = None)
             columns.setdefault(shown, []).append({**task, "list_name": names.get(task["list_id"])})
         return page("board.html", status, request, lists=lists, columns=columns, error=error)
 
-    async def task_page(request: Request) -> Response:
+    async def task_page(request: Request, error: str | None = None, status: int = 200) -> Response:
         try:
             task = await ask("task.show", {"task": request.path_params["task_id"]})
         except ClaudeDoError as exc:
             return page("error.html", 404 if exc.code == "not_found" else 400, error=exc.message)
-        return page("task.html", 200, request, task=task)
+        return page("task.html", status, request, task=task, error=error)
 
     async def add_task(request: Request) -> Response:
         form = await _form(request)
@@ -119,17 +124,29 @@ def make_app(token: str, call: Call, actor: str, changes: Changes | None = None)
             payload["dir"] = str(form.get("dir", "")).strip()
         return await act(request, "list.add", payload, "/")
 
+    async def diff_page(request: Request) -> Response:
+        task_id = request.path_params["task_id"]
+        try:
+            task = await ask("task.show", {"task": task_id})
+            diff = await ask("worktree.diff", {"task": task["id"]})
+        except ClaudeDoError as exc:
+            return page("error.html", 404 if exc.code == "not_found" else 400, error=exc.message)
+        return page("diff.html", 200, request, task=task, diff=diff, files=_files(diff["diff"]))
+
     async def task_action(request: Request) -> Response:
         task_id, action = request.path_params["task_id"], request.path_params["action"]
-        verb = {"queue": "task.queue", "unqueue": "task.unqueue", "cancel": "task.cancel"}.get(
-            action
-        )
-        if verb is None:
-            return page("error.html", 404, error=f"no action {action!r}")
         # Back to the page the action was taken on: only its path, never another site.
         back = urllib.parse.urlsplit(request.headers.get("referer", "")).path
-        safe = back.startswith("/") and not back.startswith("//")
-        return await act(request, verb, {"tasks": [task_id]}, back if safe else "/")
+        back = back if back.startswith("/") and not back.startswith("//") else "/"
+        if action in _MANY:
+            return await act(request, _MANY[action], {"tasks": [task_id]}, back)
+        here = f"/tasks/{task_id}"
+        if action in _ONE:
+            return await act(request, _ONE[action], {"task": task_id}, here, on_task=True)
+        if action == "continue":
+            payload = {"task": task_id, "prompt": (await _form(request)).get("prompt", "")}
+            return await act(request, "task.continue", payload, here, on_task=True)
+        return page("error.html", 404, error=f"no action {action!r}")
 
     async def events(request: Request) -> Response:
         """Server-Sent Events: one `changed` event each time the projection moved on."""
@@ -148,6 +165,7 @@ def make_app(token: str, call: Call, actor: str, changes: Changes | None = None)
         Route("/tasks", add_task, methods=["POST"]),
         Route("/lists", add_list, methods=["POST"]),
         Route("/tasks/{task_id}", task_page),
+        Route("/tasks/{task_id}/diff", diff_page),
         Route("/tasks/{task_id}/{action}", task_action, methods=["POST"]),
     ]
 
@@ -164,6 +182,24 @@ def make_app(token: str, call: Call, actor: str, changes: Changes | None = None)
     return Starlette(
         routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=token_required)]
     )
+
+
+# Actions on tasks, by the verb that does them: on a list of tasks, or on one task.
+_MANY = {"queue": "task.queue", "unqueue": "task.unqueue", "cancel": "task.cancel"}
+_ONE = {"merge": "worktree.merge", "discard": "worktree.discard"}
+
+
+def _files(diff: str) -> list[tuple[str, str]]:
+    """A unified diff split per file: (path, its part of the diff)."""
+    files: list[tuple[str, str]] = []
+    for part in diff.split("\ndiff --git ")[0:]:
+        if not part.strip():
+            continue
+        text = part if part.startswith("diff --git ") else "diff --git " + part
+        first = text.split("\n", 1)[0]
+        path = first.rsplit(" b/", 1)[-1] if " b/" in first else first
+        files.append((path, text))
+    return files
 
 
 async def _form(request: Request) -> dict[str, str]:
