@@ -170,6 +170,9 @@ class NodeProcess:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDEDO_")}
         env["CLAUDEDO_HOME"] = str(self.home)
+        # The node signs the log a minute after new events: in a test about something else,
+        # that checkpoint would land at a moment of its own (tests/test_audit.py sets it).
+        env["CLAUDEDO_CHECKPOINT_INTERVAL_S"] = "3600"
         env.update(self.extra_env)
         return env
 
