@@ -13,6 +13,7 @@ unreadable file makes it read the log from the start again.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -35,7 +36,9 @@ Append = Callable[[list[ev.Envelope], int | None], list[int]]
 _CHECKPOINT_SUFFIX = ".LogCheckpointed"
 
 
-def _env_number(name: str, default: float) -> float:
+def env_number(name: str, default: float) -> float:
+    """A positive number from the environment; `default` when unset, unreadable or not
+    positive."""
     try:
         value = float(os.environ.get(name, default))
     except ValueError:
@@ -63,8 +66,8 @@ class Checkpointer:
         self._read_log = read_log
         self._append = append
         self._state_file = state_file
-        self.every = max(1, every or int(_env_number("CLAUDEDO_CHECKPOINT_EVERY", 1_000)))
-        self.interval_s = interval_s or _env_number("CLAUDEDO_CHECKPOINT_INTERVAL_S", 60.0)
+        self.every = max(1, every or int(env_number("CLAUDEDO_CHECKPOINT_EVERY", 1_000)))
+        self.interval_s = interval_s or env_number("CLAUDEDO_CHECKPOINT_INTERVAL_S", 60.0)
         self._origin = ev.Origin(node_id=node_id, correlation_id="", actor="node:checkpointer")
         self.seq, self.log_hash, self.pending, self._pending_since = self._load()
         self.checkpoints = 0
@@ -138,8 +141,6 @@ class Checkpointer:
 
     def _fold(self, from_seq: int, until_seq: int, now: float) -> None:
         digest = self.log_hash
-        import hashlib
-
         sha256 = hashlib.sha256
         for batch in self._read_log(from_seq, until_seq):
             for raw in batch:

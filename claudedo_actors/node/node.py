@@ -23,7 +23,7 @@ import events as ev
 from claudedo_actors.agent.process import kill_node_processes
 from claudedo_actors.api.handlers import Api
 from claudedo_actors.node.bridge import NatsBridge
-from claudedo_actors.node.checkpointer import Checkpointer
+from claudedo_actors.node.checkpointer import Checkpointer, env_number
 from claudedo_actors.node.embedded_nats import EmbeddedNats, adopt_global_account, kill_stale
 from claudedo_actors.node.home import Home, NodeAddress
 from claudedo_actors.node.log_facade import LogFacade
@@ -565,11 +565,8 @@ def _snapshots(root: Path) -> Snapshots:
     of other projection formats and states built for past questions are removed."""
     import shutil
 
-    try:
-        every = int(os.environ.get("CLAUDEDO_SNAPSHOT_EVERY", DEFAULT_EVERY))
-    except ValueError:
-        every = DEFAULT_EVERY
-    snapshots = Snapshots(root / "snapshots", every if every > 0 else DEFAULT_EVERY)
+    every = int(env_number("CLAUDEDO_SNAPSHOT_EVERY", DEFAULT_EVERY)) or DEFAULT_EVERY
+    snapshots = Snapshots(root / "snapshots", every)
     if snapshots.folder.parent.is_dir():
         for other in snapshots.folder.parent.iterdir():
             if other != snapshots.folder:
