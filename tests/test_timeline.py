@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 import events as ev
-from claudedo_actors.cli.timeline import Timeline
+from projections.timeline import Timeline
 
 
 def _rows(*events: ev.Event) -> list[dict[str, Any]]:
@@ -25,7 +25,7 @@ def _whats(*events: ev.Event) -> tuple[list[str], Timeline]:
 
 
 def test_every_event_of_the_catalog_has_words_of_its_own() -> None:
-    from claudedo_actors.cli.timeline import _DESCRIBE
+    from projections.timeline import _DESCRIBE
 
     task_events = {c.__name__ for c in ev.ALL_EVENTS if c.AGGREGATE == "task"}
     assert task_events <= set(_DESCRIBE)

@@ -258,7 +258,7 @@ def audit(rows: Rows) -> None:
 
 def audit_pages(pages: Iterable[Rows]) -> None:
     """A task's timeline: when, where, who, and what changed, then the task's totals."""
-    from claudedo_actors.cli.timeline import Timeline
+    from projections.timeline import Timeline
 
     timeline = Timeline()
 
