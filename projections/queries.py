@@ -391,7 +391,53 @@ def board(p: Projection) -> dict[str, Any]:
         )
     )
     counts = dict(p.con.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall())
-    return {"working": working, "counts": {s: int(counts.get(s, 0)) for s in STATUSES}}
+    cost_today = p.con.execute(
+        "SELECT coalesce(sum(cost_usd), 0) FROM runs "
+        "WHERE started_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+    ).fetchone()
+    return {
+        "working": working,
+        "counts": {s: int(counts.get(s, 0)) for s in STATUSES},
+        "cost_today_usd": float(cost_today[0]) if cost_today else 0.0,
+    }
+
+
+# The board's columns (draft, queued, running, done, failed, cancelled; claimed shows as
+# running) and how each is ordered: waiting work in queue order, running by start, finished
+# work newest first.
+BOARD_COLUMNS = {
+    "draft": ("status = 'draft'", "created_at, id"),
+    "queued": ("status = 'queued'", "queued_at, created_at, id"),
+    "running": ("status IN ('claimed', 'running')", "started_at NULLS LAST, queued_at, id"),
+    "done": ("status = 'done'", "finished_at DESC NULLS LAST, id DESC"),
+    "failed": ("status = 'failed'", "finished_at DESC NULLS LAST, id DESC"),
+    "cancelled": ("status = 'cancelled'", "finished_at DESC NULLS LAST, id DESC"),
+}
+BOARD_CARD_COLUMNS = (
+    "t.id, t.list_id, l.name AS list_name, t.title, t.status, t.cause, "
+    "t.cancel_requested, t.run_count, t.created_at, t.started_at, t.finished_at, t.review"
+)
+
+
+def board_columns(
+    p: Projection, per_column: int, column: str | None = None, list_id: str | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """The first `per_column` cards of each board column (or of one), with the list's name."""
+    if column is not None and column not in BOARD_COLUMNS:
+        raise Invalid(f"unknown column {shown(column)} (one of: {', '.join(BOARD_COLUMNS)})")
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, (where, order) in BOARD_COLUMNS.items():
+        if column is not None and name != column:
+            continue
+        out[name] = _dicts(
+            p.con.execute(
+                f"SELECT {BOARD_CARD_COLUMNS} FROM tasks t LEFT JOIN lists l ON l.id = t.list_id "
+                f"WHERE {where} AND ($list IS NULL OR t.list_id = $list) "
+                f"ORDER BY {order} LIMIT $limit",
+                {"list": list_id, "limit": per_column},
+            )
+        )
+    return out
 
 
 # What `run_stats` groups by, each with its view (`run_stats_by_<it>`, projections/sql/002).

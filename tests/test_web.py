@@ -3,6 +3,7 @@ and task pages, and every action through the node's API with the CLI's errors.""
 
 from __future__ import annotations
 
+import html as html_text
 import http.cookiejar
 import sys
 import urllib.error
@@ -10,11 +11,12 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.api_support import make_repo
-from tests.conftest import NodeProcess
+from tests.conftest import NodeProcess, wait_until
 from tests.runner_support import Runner
 
 
@@ -312,7 +314,7 @@ def test_review_and_continue_from_the_task_page(tmp_path: Path) -> None:
         # The diff, per file, with its added lines.
         status, html = browser.get(f"/tasks/{merged}/diff")
         assert status == 200 and 'data-file="fake.txt"' in html
-        assert '<span class="add">+written by the fake agent</span>' in html
+        assert '<span class="l add">+written by the fake agent</span>' in html
         # Merge and discard, as the CLI would; merging what was discarded is refused, with
         # the CLI's error, and changes nothing.
         assert browser.post(f"/tasks/{merged}/merge", {})[0] == 200
@@ -345,3 +347,153 @@ def test_continue_from_the_task_page_runs_again(tmp_path: Path) -> None:
         assert runner.wait_status(task)["runs"][1]["is_continue"] is True
     finally:
         runner.stop()
+
+
+def test_the_task_page_renders_the_runs_output_timeline_settings_and_header(
+    tmp_path: Path,
+) -> None:
+    runner = Runner(tmp_path, slots=1, env={"FAKE_CLAUDE_SCENARIO": "write"}).start()
+    try:
+        runner.add_list(make_repo(tmp_path / "repo"))
+        browser = Browser(runner.node.ok("info")["web_url"])
+        browser.get(f"/login?token={_token(runner.node)}")
+        # A task made in the page with settings; the form's numbers become the API's.
+        fields = {"list": "demo", "title": "Readable", "queue": "on", "max_turns": "7",
+                  "model": "claude-test"}  # fmt: skip
+        assert browser.post("/tasks", fields)[0] == 200
+        (task,) = [t for t in runner.node.ok("tasks") if t["title"] == "Readable"]
+        done = runner.wait_status(task["id"])
+        assert (done["max_turns"], done["model"]) == (7, "claude-test")
+        status, html = browser.get(f"/tasks/{task['id']}")
+        assert status == 200
+        # The output: the agent's words, its tool call and result folded, the run's result.
+        assert '<div class="said">Done. The change is in place.</div>' in html
+        assert "<summary>→ Write NOTES.md</summary>" in html
+        assert "← tool result: File created successfully" in html
+        assert "= succeeded: 2 turns" in html
+        assert "max_turns=7" in html and "model=claude-test" in html
+        # The raw NDJSON, one click away, is the run's file.
+        status, raw = browser.get(f"/tasks/{task['id']}/runs/1/log")
+        log_file = runner.node.home / "logs" / f"{task['id']}_run1.ndjson"
+        assert status == 200 and raw == log_file.read_text()
+        assert browser.get(f"/tasks/{task['id']}/runs/9/log")[0] == 404
+        # The audit timeline, as `claudedo audit` tells it, with the totals.
+        cli, text = runner.node.cli("audit", task["id"]), html_text.unescape(html)
+        assert 'created "Readable"' in text and "run 1 succeeded" in text
+        assert cli.out.strip().splitlines()[-1] in text
+        # The header: slots, running, cost today, NATS.
+        assert "1 slot</span>" in html and "0 running" in html and "NATS ok" in html
+        assert f"${done['runs'][0]['cost_usd']:.2f} today" in html
+    finally:
+        runner.stop()
+
+
+def test_edit_and_sub_tasks_from_the_task_page(board: tuple[NodeProcess, Browser]) -> None:
+    node, browser = board
+    node.ok("list", "add", "editing")
+    task = node.ok("task", "add", "editing", "before", "--subtask", "first")["id"]
+    fields = {"title": "after", "description": "now described", "max_turns": "3",
+              "model": ""}  # fmt: skip
+    assert browser.post(f"/tasks/{task}/edit", fields)[0] == 200
+    shown = node.ok("task", "show", task)
+    assert (shown["title"], shown["description"], shown["max_turns"]) == (
+        "after", "now described", 3,
+    )  # fmt: skip
+    # Clearing a setting sends null; an unchanged form sends nothing.
+    before = _written(node)
+    fields = {"title": "after", "description": "now described", "max_turns": "3"}
+    assert browser.post(f"/tasks/{task}/edit", fields)[0] == 200
+    assert _written(node) == before
+    assert browser.post(f"/tasks/{task}/edit", {"max_turns": ""})[0] == 200
+    assert node.ok("task", "show", task)["max_turns"] is None
+    # A bad value is the API's refusal, and nothing changes.
+    before = _written(node)
+    status, html = browser.post(f"/tasks/{task}/edit", {"max_turns": "0"})
+    assert status == 400 and "error: " in html and "max_turns" in html
+    assert _written(node) == before
+    # Sub-tasks: add, tick, untick; a missing one is the CLI's error.
+    assert browser.post(f"/tasks/{task}/subtasks", {"titles": "second\n\nthird"})[0] == 200
+    assert browser.post(f"/tasks/{task}/subtasks/2/done", {})[0] == 200
+    subs = node.ok("task", "show", task)["subtasks"]
+    assert [(s["title"], s["done"]) for s in subs] == [
+        ("first", False), ("second", True), ("third", False),
+    ]  # fmt: skip
+    assert browser.post(f"/tasks/{task}/subtasks/2/undo", {})[0] == 200
+    assert not node.ok("task", "show", task)["subtasks"][1]["done"]
+    cli = node.cli("task", "subtask", "done", task, "9")
+    status, html = browser.post(f"/tasks/{task}/subtasks/9/done", {})
+    assert status == 400 and cli.code != 0 and cli.err.strip() in html
+
+
+def test_a_column_shows_its_first_cards_and_how_many_more(
+    board: tuple[NodeProcess, Browser],
+) -> None:
+    node, browser = board
+    node.ok("list", "add", "paging")
+    for n in range(3):
+        node.ok("task", "add", "paging", f"paged {n}")
+    status, html = browser.get("/?cards=1")
+    drafts = _column(html, "draft")
+    assert status == 200 and drafts.count('class="card"') == 1 and "more…" in drafts
+    counts = node.ok("watch", "--once")["counts"]
+    assert f"draft ({counts['draft']})" in drafts
+
+
+def test_a_running_runs_output_streams_in_line_by_line(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    env = {"FAKE_CLAUDE_SCENARIO": "gated", "FAKE_CLAUDE_GATE": str(gate)}
+    runner = Runner(tmp_path, slots=1, env=env).start()
+    try:
+        runner.add_list(make_repo(tmp_path / "repo"))
+        task = runner.add_task("Streaming")
+        log_file = runner.node.home / "logs" / f"{task}_run1.ndjson"
+        wait_until(
+            lambda: log_file.is_file() and len(log_file.read_bytes().splitlines()) >= 2,
+            30, "the run's first lines",
+        )  # fmt: skip
+        browser = Browser(runner.node.ok("info")["web_url"])
+        browser.get(f"/login?token={_token(runner.node)}")
+        status, html = browser.get(f"/tasks/{task}")
+        # What the run said so far is on the page; the rest is to come by the stream.
+        assert status == 200 and 'data-live="1"' in html and 'data-count="2"' in html
+        assert "<summary>→ Write NOTES.md</summary>" in html
+        request = urllib.request.Request(
+            f"{browser.url}/tasks/{task}/runs/1/stream", headers={"Last-Event-ID": "1"}
+        )
+        with browser.opener.open(request, timeout=30) as stream:
+            events = _sse(stream, until_first="line")
+            # The second line again (the page said it had one), then the rest once the
+            # agent goes on.
+            assert events[-1][0] == ("line", "2") and "→ Write NOTES.md" in events[-1][1]
+            gate.touch()
+            events = _sse(stream, until_first="end")
+        lines = [(kind, data) for (kind, _), data in events if kind == "line"]
+        assert [ident for (kind, ident), _ in events if kind == "line"] == ["3", "4", "5"]
+        assert "← tool result: File created" in lines[0][1]
+        assert "Done. The change is in place." in lines[1][1]
+        assert "= succeeded" in lines[2][1]
+        runner.wait_status(task)
+    finally:
+        gate.touch()
+        runner.stop()
+
+
+def _sse(stream: Any, until_first: str) -> list[tuple[tuple[str, str], str]]:
+    """Server-Sent Events read off `stream` up to the first of kind `until_first`:
+    ((event, id), data) each."""
+    got: list[tuple[tuple[str, str], str]] = []
+    kind, ident, data = "message", "", []
+    for raw in stream:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("id: "):
+            ident = line[4:]
+        elif line.startswith("data: ") or line == "data:":
+            data.append(line[6:])
+        elif line == "" and (data or kind != "message"):
+            got.append(((kind, ident), "\n".join(data)))
+            if kind == until_first:
+                return got
+            kind, data = "message", []
+    return got

@@ -500,7 +500,14 @@ async def _review(
 
 
 async def _board(api: Api, req: rq.Board) -> Any:
-    data: dict[str, Any] = await api.query(q.board)
+    def read(p: Projection) -> dict[str, Any]:
+        data = q.board(p)
+        if req.cards:
+            list_id = q.resolve_list(p, req.list_ref).id if req.list_ref is not None else None
+            data["columns"] = q.board_columns(p, req.cards, req.column, list_id)
+        return data
+
+    data: dict[str, Any] = await api.query(read)
     subjects = [
         ev.output_subject(row["id"], row["run_number"])
         for row in data["working"]

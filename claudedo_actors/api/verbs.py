@@ -194,4 +194,9 @@ class WorktreeOf(Request, kw_only=True, forbid_unknown_fields=True):
 
 
 class Board(Request, kw_only=True, forbid_unknown_fields=True):
-    pass
+    """Tasks at work, status counts, cost today; with `cards` > 0 also the first `cards` tasks
+    of each column of the web board (or of `column` only), of one list if `list` is given."""
+
+    cards: Annotated[int, Meta(ge=0, le=1000)] = 0
+    column: Name | None = None
+    list_ref: Ref | None = msgspec.field(name="list", default=None)

@@ -130,6 +130,7 @@ class Node:
         self.home = Home(home)
         self.nats_url = nats_url  # shown and stored: never with a user or password in it
         self._connect_url = nats_url
+        self._url = ""
         self._creds_file = creds or os.environ.get(NODE_CREDS_ENV) or None
         self._credential: Credential | None = None
         self.slots = slots
@@ -232,6 +233,7 @@ class Node:
         elif url_user(url) is None:  # a login in the URL is the one to use
             self._credential = credentials.existing("node")
         self.nats_url = redact_url(url)
+        self._url = url  # with its login, for the node's own further connections
         bridge = self._bridge = NatsBridge()
         try:
             bridge.start(url, name=f"claudedo-node-{self.node_id}", credential=self._credential)
@@ -427,9 +429,13 @@ class Node:
         assert self._api is not None
         api = self._api
         actor = f"user:{getpass.getuser()}@{socket.gethostname()}"
+        from claudedo_actors.agent.follow import follow_output
+
+        follow = functools.partial(follow_output, self._url, credential=self._credential)
         self._web = WebServer(
-            self._web_address, self.home.web_token(), actor, bridge.submit, api.call
-        )
+            self._web_address, self.home.web_token(), actor, bridge.submit, api.call,
+            logs_dir=self.home.logs_dir, follow=follow,
+        )  # fmt: skip
         port_file = self.home.root / "web-port"  # the port of the last life, tried first
         last_port: int | None = None
         with contextlib.suppress(OSError, ValueError):

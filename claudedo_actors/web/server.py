@@ -9,10 +9,14 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from claudedo_actors.web.live import Changes
 from events.errors import ClaudeDoError
+
+if TYPE_CHECKING:
+    from claudedo_actors.web.app import Follow
 
 log = logging.getLogger("claudedo.web")
 
@@ -38,8 +42,14 @@ class WebServer:
         actor: str,
         run_on_node: Callable[[Coroutine[Any, Any, Any]], Any],
         api_call: Callable[[str, dict[str, Any]], Coroutine[Any, Any, Any]],
+        logs_dir: Path | None = None,
+        follow: Follow | None = None,
     ) -> None:
+        """`logs_dir`: where the node keeps its runs' lines; `follow`: how to follow a run's
+        lines live (on the server's loop)."""
         self.host, self.port = parse_address(address)
+        self._logs_dir = logs_dir
+        self._follow = follow
         self._token = token
         self._actor = actor
         self._run_on_node = run_on_node
@@ -79,7 +89,7 @@ class WebServer:
             future = self._run_on_node(self._api_call(verb, payload))
             return await asyncio.wrap_future(future)
 
-        app = make_app(self._token, call, self._actor, self.changes)
+        app = make_app(self._token, call, self._actor, self.changes, self._logs_dir, self._follow)
         config = uvicorn.Config(
             app, log_level="warning", lifespan="off", access_log=False, server_header=False,
             timeout_graceful_shutdown=2,
