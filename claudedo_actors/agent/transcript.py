@@ -87,9 +87,7 @@ def _tool_results(data: dict[str, Any]) -> list[Entry]:
             continue
         content = block.get("content")
         if isinstance(content, list):
-            content = "\n".join(
-                str(c.get("text", "")) for c in content if isinstance(c, dict)
-            )
+            content = "\n".join(str(c.get("text", "")) for c in content if isinstance(c, dict))
         failed = block.get("is_error") is True
         body = _cut(str(content or ""))
         title = "tool error" if failed else "tool result"
