@@ -6,7 +6,14 @@ from typing import Union
 
 from events._base import Event
 from events.checkpoints import LOG_EVENTS, LogCheckpointed
-from events.lists import LIST_EVENTS, ListConfigured, ListCreated
+from events.lists import (
+    LIST_EVENTS,
+    ListArchived,
+    ListConfigured,
+    ListCreated,
+    ListDeleted,
+    ListUnarchived,
+)
 from events.tasks import (
     TASK_EVENTS,
     ReviewEnded,
@@ -20,16 +27,19 @@ from events.tasks import (
     SubtaskAdded,
     SubtaskCompleted,
     SubtaskReopened,
+    TaskArchived,
     TaskCancelled,
     TaskCancelRequested,
     TaskClaimed,
     TaskCompleted,
     TaskCreated,
+    TaskDeleted,
     TaskEdited,
     TaskFailed,
     TaskQueued,
     TaskRequeued,
     TaskStarted,
+    TaskUnarchived,
     TaskUnqueued,
     WorktreeCommitted,
     WorktreeCreated,
@@ -41,6 +51,9 @@ from events.tasks import (
 AnyEvent = Union[  # noqa: UP007 - a runtime Union object is what msgspec decodes against
     ListCreated,
     ListConfigured,
+    ListArchived,
+    ListUnarchived,
+    ListDeleted,
     TaskCreated,
     TaskEdited,
     SubtaskAdded,
@@ -55,6 +68,9 @@ AnyEvent = Union[  # noqa: UP007 - a runtime Union object is what msgspec decode
     TaskFailed,
     TaskCancelRequested,
     TaskCancelled,
+    TaskArchived,
+    TaskUnarchived,
+    TaskDeleted,
     WorktreeCreated,
     SandboxCreated,
     WorktreeCommitted,

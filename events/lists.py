@@ -37,4 +37,28 @@ class ListConfigured(ListEvent, frozen=True, kw_only=True):
     timeout_s: Seconds | UnsetType | None = UNSET
 
 
-LIST_EVENTS: tuple[type[ListEvent], ...] = (ListCreated, ListConfigured)
+class ListArchived(ListEvent, frozen=True, kw_only=True):
+    """The user put the list away: `list ls`, `tasks` and the board leave it and its tasks
+    out unless asked (`--archived`); `list unarchive` brings them back."""
+
+
+class ListUnarchived(ListEvent, frozen=True, kw_only=True):
+    """An archived list was brought back, with its tasks."""
+
+
+class ListDeleted(ListEvent, frozen=True, kw_only=True):
+    """The user deleted the list: it and its tasks are shown only with `--archived`, it takes
+    no more tasks, and its name is free again; every event stays. `forced`: the user
+    overrode a refusal, which `overrode` names (tasks queued or running, unmerged work)."""
+
+    forced: bool = False
+    overrode: str | None = None
+
+
+LIST_EVENTS: tuple[type[ListEvent], ...] = (
+    ListCreated,
+    ListConfigured,
+    ListArchived,
+    ListUnarchived,
+    ListDeleted,
+)

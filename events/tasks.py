@@ -133,6 +133,24 @@ class TaskCancelled(TaskEvent, frozen=True, kw_only=True):
     reason: str = "cancelled by user"
 
 
+class TaskArchived(TaskEvent, frozen=True, kw_only=True):
+    """The user put the task away: `tasks` and the board leave it out unless asked
+    (`--archived`). Nothing of it changed, and `task unarchive` brings it back."""
+
+
+class TaskUnarchived(TaskEvent, frozen=True, kw_only=True):
+    """An archived task was brought back into `tasks` and the board."""
+
+
+class TaskDeleted(TaskEvent, frozen=True, kw_only=True):
+    """The user deleted the task: it takes no more commands and is shown only with
+    `--archived`; its events, runs and git work stay. `forced`: the user overrode a refusal,
+    which `overrode` names (a run under way, unmerged commits)."""
+
+    forced: bool = False
+    overrode: str | None = None
+
+
 # --- working directories ---------------------------------------------------------------------
 
 
@@ -291,6 +309,9 @@ TASK_EVENTS: tuple[type[TaskEvent], ...] = (
     TaskFailed,
     TaskCancelRequested,
     TaskCancelled,
+    TaskArchived,
+    TaskUnarchived,
+    TaskDeleted,
     WorktreeCreated,
     SandboxCreated,
     WorktreeCommitted,

@@ -24,8 +24,11 @@ TASK_COLUMNS = (
     "id, list_id, title, description, status, model, system_prompt, agent_path, "
     "permission_mode, allowed_tools, max_budget_usd, max_turns, timeout_s, result, error, cause, "
     "cancel_requested, claimed_by, slot, run_count, created_at, updated_at, queued_at, "
-    "started_at, finished_at, review"
+    "started_at, finished_at, review, archived_at, deleted_at, "
+    "(SELECT l.name FROM lists l WHERE l.id = tasks.list_id) AS list_name"
 )
+# Candidates an ambiguous reference names in its error, as git lists them.
+_CANDIDATES = 5
 
 
 def jsonable(value: Any) -> Any:
@@ -67,15 +70,18 @@ def resolve_list(p: Projection, ref: str) -> ListState:
     if not ref:
         raise Invalid("list reference is empty")
     rows = p.con.execute(
-        "SELECT id, name FROM lists WHERE id = $r OR name = $r OR starts_with(id, lower($r))",
+        "SELECT id, name, deleted_at IS NULL FROM lists "
+        "WHERE id = $r OR name = $r OR starts_with(id, lower($r))",
         {"r": ref},
     ).fetchall()
-    exact = [r for r in rows if ref in (r[0], r[1])]
+    # A deleted list's name is free again: the name then means the list that took it.
+    exact = [r for r in rows if r[0] == ref] or [r for r in rows if r[1] == ref and r[2]]
+    exact = exact or [r for r in rows if r[1] == ref]
     chosen = exact if exact else rows
     if not chosen:
         raise NotFound(f"list {shown(ref)} not found")
     if len(chosen) > 1:
-        raise Ambiguous(f"list {shown(ref)} is ambiguous: {len(chosen)} lists match")
+        raise Ambiguous(_ambiguous("list", ref, sorted(chosen)))
     state = p.list_state(chosen[0][0])
     assert state is not None
     return state
@@ -99,31 +105,69 @@ def resolve_task(p: Projection, ref: str) -> TaskState:
             raise NotFound(f"task {ref} not found")
         return found
     rows = p.con.execute(
-        "SELECT id FROM tasks WHERE starts_with(id, $r) LIMIT 2", {"r": ref}
+        "SELECT id, title FROM tasks WHERE starts_with(id, $r) ORDER BY id LIMIT $n",
+        {"r": ref, "n": _CANDIDATES + 1},
     ).fetchall()
     if not rows:
         raise NotFound(f"task {ref} not found")
     if len(rows) > 1:
-        raise Ambiguous(f"task id prefix {ref} is ambiguous: give more characters")
+        raise Ambiguous(_ambiguous("id", ref, rows))
     state = p.task_state(rows[0][0])
     assert state is not None
     return state
 
 
-def lists_all(p: Projection) -> list[dict[str, Any]]:
+def _ambiguous(what: str, ref: str, rows: list[Any]) -> str:
+    """`ambiguous id 'ab': ab12cd34 (title), ab34ef56 (title)`, as git names the candidates
+    of a short hash; at most _CANDIDATES of them, then how many more."""
+    named = [f"{row[0][:8]}… ({shown(row[1], 40)})" for row in rows[:_CANDIDATES]]
+    more = "" if len(rows) <= _CANDIDATES else ", and more: give more characters"
+    return f"ambiguous {what} '{shown(ref)}': {', '.join(named)}{more}"
+
+
+def lists_all(p: Projection, archived: bool = False) -> list[dict[str, Any]]:
+    """Every list, oldest first; archived and deleted ones only with `archived`."""
+    where = "" if archived else "WHERE l.archived_at IS NULL AND l.deleted_at IS NULL "
     return _dicts(
         p.con.execute(
             "SELECT l.id, l.name, l.dir, l.model, l.system_prompt, l.agent_path, "
             "l.permission_mode, l.allowed_tools, l.max_budget_usd, l.max_turns, l.timeout_s, "
-            "l.created_at, l.updated_at, count(t.id) AS task_count "
-            "FROM lists l LEFT JOIN tasks t ON t.list_id = l.id "
+            "l.created_at, l.updated_at, l.archived_at, l.deleted_at, "
+            "count(t.id) FILTER (WHERE t.deleted_at IS NULL) AS task_count "
+            f"FROM lists l LEFT JOIN tasks t ON t.list_id = l.id {where}"
             "GROUP BY ALL ORDER BY l.created_at, l.id"
         )
     )
 
 
+# Tasks shown unless archived ones are asked for: neither they nor their list put away.
+SHOWN = (
+    "archived_at IS NULL AND deleted_at IS NULL AND list_id NOT IN "
+    "(SELECT id FROM lists WHERE archived_at IS NOT NULL OR deleted_at IS NOT NULL)"
+)
+# The same, of tasks `t` joined with their lists `l`.
+SHOWN_T = (
+    "t.archived_at IS NULL AND t.deleted_at IS NULL "
+    "AND l.archived_at IS NULL AND l.deleted_at IS NULL"
+)
+
+
+def list_holds(p: Projection, list_id: str) -> tuple[int, int]:
+    """(tasks queued or running, tasks with unmerged commits) of a list's undeleted tasks:
+    what deleting it would hide."""
+    row = p.con.execute(
+        "SELECT count(*) FILTER (WHERE t.status IN ('queued', 'claimed', 'running')), "
+        " count(*) FILTER (WHERE w.kind = 'worktree' AND w.status = 'active' "
+        "  AND w.commit_count > 0) "
+        "FROM tasks t LEFT JOIN worktrees w ON w.task_id = t.id "
+        "WHERE t.list_id = ? AND t.deleted_at IS NULL",
+        [list_id],
+    ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
 def list_row(p: Projection, list_id: str) -> dict[str, Any]:
-    rows = [r for r in lists_all(p) if r["id"] == list_id]
+    rows = [r for r in lists_all(p, archived=True) if r["id"] == list_id]
     if not rows:
         raise NotFound(f"list {list_id} not found")
     return rows[0]
@@ -165,11 +209,15 @@ def tasks_filtered(
     limit: int | None = None,
     offset: int = 0,
     after: str | None = None,
+    archived: bool = False,
 ) -> list[dict[str, Any]]:
     """Tasks of one list and/or one status, oldest first (by creation, then id); all of them
-    unless `limit`. `after`: only the tasks after that one, the cursor of the next page."""
+    unless `limit`. `after`: only the tasks after that one, the cursor of the next page.
+    Archived and deleted tasks, and those of archived or deleted lists, only with `archived`."""
     check_status(status)
     where = "($list IS NULL OR list_id = $list) AND ($status IS NULL OR status = $status)"
+    if not archived:
+        where += f" AND {SHOWN}"
     params: dict[str, Any] = {"list": list_id, "status": status}
     if after is not None:
         row = p.con.execute("SELECT created_at FROM tasks WHERE id = ?", [after]).fetchone()
@@ -390,7 +438,8 @@ def board(p: Projection) -> dict[str, Any]:
             "ORDER BY t.claimed_by, t.slot, t.id"
         )
     )
-    counts = dict(p.con.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall())
+    shown_counts = f"SELECT status, count(*) FROM tasks WHERE {SHOWN} GROUP BY status"
+    counts = dict(p.con.execute(shown_counts).fetchall())
     cost_today = p.con.execute(
         "SELECT coalesce(sum(cost_usd), 0) FROM runs "
         "WHERE started_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
@@ -432,7 +481,7 @@ def board_columns(
         out[name] = _dicts(
             p.con.execute(
                 f"SELECT {BOARD_CARD_COLUMNS} FROM tasks t LEFT JOIN lists l ON l.id = t.list_id "
-                f"WHERE {where} AND ($list IS NULL OR t.list_id = $list) "
+                f"WHERE {where} AND {SHOWN_T} AND ($list IS NULL OR t.list_id = $list) "
                 f"ORDER BY {order} LIMIT $limit",
                 {"list": list_id, "limit": per_column},
             )
@@ -452,6 +501,15 @@ def run_stats(
     if by not in STATS_DIMENSIONS:
         raise Invalid(f"cannot group by {shown(by)} (one of: {', '.join(STATS_DIMENSIONS)})")
     return _dicts(p.con.execute(f"FROM run_stats_by_{by}_since(?::TIMESTAMPTZ)", [since]))
+
+
+def tasks_with_worktrees(p: Projection) -> list[str]:
+    """Ids of the tasks with a git worktree not discarded, oldest worktree first."""
+    rows = p.con.execute(
+        "SELECT task_id FROM worktrees WHERE kind = 'worktree' AND status <> 'discarded' "
+        "ORDER BY created_at, task_id"
+    ).fetchall()
+    return [r[0] for r in rows]
 
 
 def reviews_held_by(p: Projection, node_id: str) -> list[str]:

@@ -41,9 +41,10 @@ ALLOWED_FROM: Final[dict[type[ev.Event], frozenset[str]]] = {
     ev.TaskCancelRequested: frozenset({"claimed", "running"}),
     ev.TaskCancelled: frozenset({"draft", "queued", "claimed", "running"}),
     ev.ReviewStarted: frozenset({"draft", "done", "failed", "cancelled"}),
+    ev.TaskArchived: frozenset({"draft", "done", "failed", "cancelled"}),
 }
 # Refused while a merge or discard of the task's worktree is under way.
-_NOT_DURING_REVIEW: Final = (ev.TaskQueued, ev.ReviewStarted)
+_NOT_DURING_REVIEW: Final = (ev.TaskQueued, ev.ReviewStarted, ev.TaskArchived, ev.TaskDeleted)
 
 
 _REVIEWING: Final = {"merge": "merged", "discard": "discarded"}
@@ -51,6 +52,14 @@ _REVIEWING: Final = {"merge": "merged", "discard": "discarded"}
 
 def refusal(state: TaskState, event: ev.Event) -> str | None:
     """Why `event` cannot follow `state`, or None when it can."""
+    if state.deleted_at is not None:
+        return f"task {state.id[:8]} is deleted"
+    if isinstance(event, ev.TaskArchived) and state.archived_at is not None:
+        return f"task {state.id[:8]} is already archived"
+    if isinstance(event, ev.TaskUnarchived) and state.archived_at is None:
+        return f"task {state.id[:8]} is not archived"
+    if state.archived_at is not None and not isinstance(event, ev.TaskUnarchived | ev.TaskDeleted):
+        return f"task {state.id[:8]} is archived (task unarchive brings it back)"
     allowed = ALLOWED_FROM.get(type(event))
     if allowed is not None and state.status not in allowed:
         return f"task {state.id[:8]} is {state.status}"
@@ -85,6 +94,8 @@ class ListState(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     updated_at: datetime
     last_seq: int
+    archived_at: datetime | None = None
+    deleted_at: datetime | None = None
 
 
 class SubtaskState(msgspec.Struct, frozen=True, kw_only=True):
@@ -199,6 +210,9 @@ class TaskState(msgspec.Struct, frozen=True, kw_only=True):
     # The merge or discard under way ("merge", "discard"), and the node doing it.
     review: str | None = None
     review_node: str | None = None
+    # Put away by the user (TaskArchived), or deleted (TaskDeleted): hidden unless asked for.
+    archived_at: datetime | None = None
+    deleted_at: datetime | None = None
     subtasks: tuple[SubtaskState, ...] = ()
     runs: tuple[RunState, ...] = ()
     worktree: WorktreeState | None = None
@@ -241,6 +255,12 @@ def fold_list(state: ListState | None, env: ev.Envelope, seq: int) -> ListState:
             updated_at=at,
             last_seq=seq,
         )
+    if isinstance(e, ev.ListArchived):
+        return replace(state, archived_at=at, updated_at=at, last_seq=seq)
+    if isinstance(e, ev.ListUnarchived):
+        return replace(state, archived_at=None, updated_at=at, last_seq=seq)
+    if isinstance(e, ev.ListDeleted):
+        return replace(state, deleted_at=at, updated_at=at, last_seq=seq)
     return replace(state, updated_at=at, last_seq=seq)
 
 
@@ -416,6 +436,18 @@ def _cancel_requested(s: TaskState, e: ev.TaskCancelRequested, at: datetime, seq
 
 def _cancelled(s: TaskState, e: ev.TaskCancelled, at: datetime, seq: int) -> TaskState:
     return _finished(s, at, seq, "cancelled", s.result, e.reason, "cancelled")
+
+
+def _archived(s: TaskState, e: ev.TaskArchived, at: datetime, seq: int) -> TaskState:
+    return replace(s, archived_at=at, updated_at=at, last_seq=seq)
+
+
+def _unarchived(s: TaskState, e: ev.TaskUnarchived, at: datetime, seq: int) -> TaskState:
+    return replace(s, archived_at=None, updated_at=at, last_seq=seq)
+
+
+def _deleted(s: TaskState, e: ev.TaskDeleted, at: datetime, seq: int) -> TaskState:
+    return replace(s, deleted_at=at, updated_at=at, last_seq=seq)
 
 
 def _new_worktree(
@@ -612,6 +644,9 @@ _TASK_STEPS: Final[dict[type[ev.Event], Any]] = {
     ev.TaskFailed: _failed,
     ev.TaskCancelRequested: _cancel_requested,
     ev.TaskCancelled: _cancelled,
+    ev.TaskArchived: _archived,
+    ev.TaskUnarchived: _unarchived,
+    ev.TaskDeleted: _deleted,
     ev.WorktreeCreated: _worktree_created,
     ev.SandboxCreated: _sandbox_created,
     ev.WorktreeCommitted: _worktree_committed,

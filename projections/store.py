@@ -30,7 +30,7 @@ def schema_sql() -> list[str]:
 
 # The shape of the projection's tables. A file of another format is out of date: it is
 # derived, so the node drops it and builds it again from the log (a new column, a new fold).
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 
 def format_of(path: Path | str) -> int | None:

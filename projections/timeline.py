@@ -204,6 +204,11 @@ _DESCRIBE: dict[str, Callable[[Timeline, Row], str]] = {
     "TaskFailed": Timeline._failed,
     "TaskCancelRequested": lambda self, p: f"cancel requested: {p.get('reason', '')}",
     "TaskCancelled": Timeline._cancelled,
+    "TaskArchived": lambda self, p: "archived",
+    "TaskUnarchived": lambda self, p: "unarchived",
+    "TaskDeleted": lambda self, p: (
+        f"deleted, overriding: {p['overrode']}" if p.get("forced") else "deleted"
+    ),
     "WorktreeCreated": Timeline._worktree,
     "SandboxCreated": lambda self, p: "sandbox folder made",
     "WorktreeCommitted": Timeline._committed,

@@ -456,7 +456,7 @@ def _value(name: str, data: st.DataObject, world: World, tags: set[str]) -> Any:
     if name in ("max_turns", "max_budget_usd", "timeout_s", "limit", "offset"):
         tags.add("number, any range")
         return data.draw(NUMBERS)
-    if name in ("queue", "stat", "paged"):
+    if name in ("queue", "stat", "paged", "force", "archived", "apply"):
         return data.draw(st.booleans())
     if name == "query":
         return data.draw(st.one_of(SQL, st.text(max_size=40)))

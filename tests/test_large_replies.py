@@ -116,9 +116,11 @@ def test_sql_and_audit_stream_as_many_rows_as_asked(many: NodeProcess) -> None:
     query = "select t.title, t.description from tasks t join lists l on l.id = t.list_id"
     rows = many.ok("sql", f"{query} where l.name = 'bulk' order by t.created_at, t.id")
     assert len(rows) == MANY and rows[-1]["title"] == f"task {MANY - 1}"
-    human = many.cli("sql", f"{query} where l.name = 'bulk'")
+    human = many.cli("sql", f"{query} where l.name = 'bulk'", "--max-rows", "0")
     assert human.code == 0 and human.out.endswith(f"{MANY} rows\n")
     assert len(human.out.splitlines()) == MANY + 3
+    capped = many.cli("sql", f"{query} where l.name = 'bulk'")
+    assert capped.out.endswith(f"(showing 1000 of {MANY} rows; --max-rows or --json for all)\n")
     assert len(many.ok("sql", "select * from events where seq <= 4001")) == MANY + 1
 
 

@@ -239,7 +239,7 @@ def test_log_follow_prints_live_lines_until_the_run_ends(runner: Runner, demo: s
     assert 1 + len(rest.splitlines()) == run["line_count"]
 
 
-def test_watch_shows_running_tasks_with_their_latest_line_and_cost(
+def test_watch_shows_running_tasks_with_what_they_said_last_and_cost(
     runner: Runner, demo: str
 ) -> None:
     task_id = runner.add_task("Slow [fake:slow]", demo)
@@ -255,7 +255,8 @@ def test_watch_shows_running_tasks_with_their_latest_line_and_cost(
     )
     row = next(r for r in board["working"] if r["id"] == task_id)
     assert row["status"] == "running" and row["run_number"] == 1 and row["slot"] is not None
-    assert row["last_line"] == "system/init" and row["cost_usd"] == 0
+    # What the run said last in words (its init line: the session), not the line's type.
+    assert row["last_line"].startswith("· started: session ") and row["cost_usd"] == 0
     shown = claudedo(runner, "watch", "--once")
     assert shown.returncode == 0 and task_id[:8] in shown.stdout
     runner.ask("task.cancel", tasks=[task_id])

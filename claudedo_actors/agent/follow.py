@@ -7,9 +7,8 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
-
 import events as ev
+from claudedo_actors.agent import transcript
 from claudedo_actors.agent.run_output import END_HEADER, LINE_HEADER, PART_HEADER
 from events.credentials import Credential, connect_options
 from events.log import OUTPUT_STREAM, STREAM
@@ -121,45 +120,13 @@ async def last_lines(js: Any, subjects: list[str]) -> dict[str, bytes | None]:
     return out
 
 
-class _Block(msgspec.Struct):
-    type: str | None = None
-    text: str | None = None
-    name: str | None = None
-    input: Any = None
-
-
-class _Message(msgspec.Struct):
-    content: list[_Block] | str | None = None
-
-
-class _Line(msgspec.Struct):
-    type: str | None = None
-    subtype: str | None = None
-    message: _Message | None = None
-    result: str | None = None
-
-
 def summarize(line: bytes | None, width: int = 100) -> str:
-    """One short, human line for a stream-json line: text said, tool used, result."""
+    """What a stream-json line says, in one short line: the agent's text, the tool it called,
+    a result (agent/transcript.py), never the line's type."""
     if not line:
         return ""
-    try:
-        parsed = msgspec.json.decode(line[:200_000], type=_Line)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return _cut(line.decode(errors="replace"), width)
-    text = parsed.type or "?"
-    if parsed.type == "result":
-        text = f"result: {parsed.result or parsed.subtype or ''}"
-    elif parsed.message is not None and isinstance(parsed.message.content, list):
-        for block in parsed.message.content:
-            if block.type == "text" and block.text:
-                text = block.text
-            elif block.type == "tool_use":
-                args = msgspec.json.encode(block.input).decode() if block.input else ""
-                text = f"{block.name}: {args}"
-    elif parsed.subtype:
-        text = f"{parsed.type}/{parsed.subtype}"
-    return _cut(text, width)
+    found = transcript.entries(line)
+    return _cut(transcript.plain(found[-1]), width) if found else ""
 
 
 def _cut(text: str, width: int) -> str:

@@ -16,7 +16,7 @@ from claudedo_actors.agent.command import check_permission_mode
 from claudedo_actors.api import verbs as rq
 from claudedo_actors.git.runner import git_ok, run_git
 from events.errors import ClaudeDoError, Conflict, Invalid, NotFound
-from projections import Projection, TaskState, refusal
+from projections import ListState, Projection, TaskState, refusal
 from projections import queries as q
 
 PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
@@ -162,7 +162,7 @@ class Decider:
         )
 
     def configure_list(self, req: rq.ConfigureList) -> Plan:
-        state = q.resolve_list(self.p, req.list_ref)
+        state = _open_list(q.resolve_list(self.p, req.list_ref))
         changes = _check_settings(req)
         if req.name is not UNSET:
             name = _text(req.name, "list name")
@@ -179,8 +179,44 @@ class Decider:
             lambda p: q.list_row(p, state.id),
         )
 
+    def archive_list(self, req: rq.ListOf) -> Plan:
+        state = _open_list(q.resolve_list(self.p, req.list_ref))
+        return self._list_plan(state, ev.ListArchived())
+
+    def unarchive_list(self, req: rq.ListOf) -> Plan:
+        state = q.resolve_list(self.p, req.list_ref)
+        if state.deleted_at is not None:
+            raise Conflict(f"list {q.shown(state.name)} is deleted")
+        if state.archived_at is None:
+            raise Conflict(f"list {q.shown(state.name)} is not archived")
+        return self._list_plan(state, ev.ListUnarchived())
+
+    def delete_list(self, req: rq.DeleteList) -> Plan:
+        state = q.resolve_list(self.p, req.list_ref)
+        if state.deleted_at is not None:
+            raise Conflict(f"list {q.shown(state.name)} is already deleted")
+        busy, unmerged = q.list_holds(self.p, state.id)
+        held = [
+            *([f"{busy} task(s) queued or running"] if busy else []),
+            *([f"{unmerged} task(s) with unmerged commits"] if unmerged else []),
+        ]
+        if held and not req.force:
+            raise Conflict(
+                f"cannot delete list {q.shown(state.name)}: {', '.join(held)} (let them end, "
+                "merge or discard their work, or delete with --force)"
+            )
+        return self._list_plan(state, ev.ListDeleted(forced=bool(held), overrode=_said(held)))
+
+    def _list_plan(self, state: ListState, event: ev.Event) -> Plan:
+        return Plan(
+            [self._list_append(self.envelop(event, state.id))],
+            lambda p: q.list_row(p, state.id),
+        )
+
     def _name_free(self, name: str) -> None:
-        row = self.p.con.execute("SELECT id FROM lists WHERE name = ?", [name]).fetchone()
+        row = self.p.con.execute(
+            "SELECT id FROM lists WHERE name = ? AND deleted_at IS NULL", [name]
+        ).fetchone()
         if row is not None:
             raise Conflict(f"a list named {name!r} already exists ({row[0][:8]})")
 
@@ -190,7 +226,7 @@ class Decider:
         return Append([env], q.lists_last_seq(self.p), ev.collection_filter("list"))
 
     def add_task(self, req: rq.AddTask) -> Plan:
-        lst = q.resolve_list(self.p, req.list_ref)
+        lst = _open_list(q.resolve_list(self.p, req.list_ref))
         title = _text(req.title, "task title")
         description = req.description.strip()
         subtasks = tuple(
@@ -246,6 +282,29 @@ class Decider:
 
         return self._each(req.tasks, events_for)
 
+    def archive(self, req: rq.TaskIds) -> Plan:
+        return self._each(req.tasks, lambda t: [ev.TaskArchived()])
+
+    def unarchive(self, req: rq.TaskIds) -> Plan:
+        return self._each(req.tasks, lambda t: [ev.TaskUnarchived()])
+
+    def delete(self, req: rq.DeleteTasks) -> Plan:
+        def events_for(task: TaskState) -> list[ev.Event]:
+            held = _holds(task)
+            if held and not req.force:
+                raise Conflict(
+                    f"cannot delete task {task.id[:8]}: {', '.join(held)} (let it end, merge "
+                    "or discard its work, or delete with --force)"
+                )
+            out: list[ev.Event] = []
+            if task.status == "queued":
+                out.append(ev.TaskUnqueued())  # so no slot claims it afterwards
+            if task.status in ("claimed", "running") and not task.cancel_requested:
+                out.append(ev.TaskCancelRequested(reason="deleted by user"))
+            return [*out, ev.TaskDeleted(forced=bool(held), overrode=_said(held))]
+
+        return self._each(req.tasks, events_for)
+
     def add_subtasks(self, req: rq.AddSubtasks) -> Plan:
         task = q.resolve_task(self.p, req.task)
         if not req.titles:
@@ -294,6 +353,31 @@ class Decider:
         return Plan(appends, lambda p: [q.task_detail(p, i) for i in ids])
 
 
+def _open_list(state: ListState) -> ListState:
+    """The list, if it takes commands: not deleted, and not archived."""
+    if state.deleted_at is not None:
+        raise Conflict(f"list {q.shown(state.name)} is deleted")
+    if state.archived_at is not None:
+        raise Conflict(f"list {q.shown(state.name)} is archived (list unarchive brings it back)")
+    return state
+
+
+def _holds(task: TaskState) -> list[str]:
+    """What deleting the task would hide: a run under way, commits not merged."""
+    held = []
+    if task.status in ("claimed", "running"):
+        held.append(f"it is {task.status}")
+    tree = task.worktree
+    active = tree is not None and tree.kind == "worktree" and tree.status == "active"
+    if tree is not None and active and tree.commit_count:
+        held.append(f"its branch {tree.branch} has {tree.commit_count} unmerged commit(s)")
+    return held
+
+
+def _said(held: list[str]) -> str | None:
+    return "; ".join(held) or None
+
+
 def _resolve_subtask(task: TaskState, ref: str) -> str:
     ref = ref.strip()
     # ASCII digits only: str.isdigit() holds for '²' and other digits int() refuses.
@@ -319,6 +403,9 @@ _VERBS = {
     ev.TaskUnqueued: "unqueue",
     ev.TaskCancelled: "cancel",
     ev.TaskCancelRequested: "cancel",
+    ev.TaskArchived: "archive",
+    ev.TaskUnarchived: "unarchive",
+    ev.TaskDeleted: "delete",
 }
 
 

@@ -47,6 +47,7 @@ _AS_OF_KEPT = 4
 
 Handler = Callable[["Api", Any], Awaitable[Any]]
 U = TypeVar("U")
+Ids = TypeVar("Ids", bound=rq.TaskIds)
 
 
 class Querier(Protocol):
@@ -298,9 +299,7 @@ class Api:
             return await self.feed.run_in_projection(plan.reply)
         raise Conflict("the target kept changing while the command ran; try again")
 
-    async def each_task(
-        self, req: rq.TaskIds, decide: Callable[[Decider, rq.TaskIds], Plan]
-    ) -> list[Any]:
+    async def each_task(self, req: Ids, decide: Callable[[Decider, Ids], Plan]) -> list[Any]:
         """A command on several tasks: all are validated first, then each is appended."""
         if not req.tasks:
             raise Invalid("give at least one task id")
@@ -321,7 +320,7 @@ class Api:
         )
         unique = list(dict.fromkeys(ids))
 
-        def one(task_id: str) -> rq.TaskIds:
+        def one(task_id: str) -> Ids:
             return msgspec.structs.replace(req, tasks=[task_id])
 
         plans = await self.feed.run_in_projection(
@@ -362,9 +361,7 @@ class Api:
             return {"rebuilt_to_seq": target, "checkpoint_seq": checkpoint, "seconds": elapsed}
 
 
-def _decide_for(
-    decide: Callable[[Decider, rq.TaskIds], Plan], req: rq.TaskIds, decider: Decider
-) -> Plan:
+def _decide_for(decide: Callable[[Decider, Ids], Plan], req: Ids, decider: Decider) -> Plan:
     return decide(decider, req)
 
 
@@ -417,7 +414,22 @@ async def _list_config(api: Api, req: rq.ConfigureList) -> Any:
 
 
 async def _list_ls(api: Api, req: rq.ListLists) -> Any:
-    return await api.query(q.lists_all)
+    return await api.query(lambda p: q.lists_all(p, req.archived))
+
+
+async def _list_archive(api: Api, req: rq.ListOf) -> Any:
+    async with api.list_lock:
+        return await api.command(req, lambda d: d.archive_list(req))
+
+
+async def _list_unarchive(api: Api, req: rq.ListOf) -> Any:
+    async with api.list_lock:
+        return await api.command(req, lambda d: d.unarchive_list(req))
+
+
+async def _list_delete(api: Api, req: rq.DeleteList) -> Any:
+    async with api.list_lock:
+        return await api.command(req, lambda d: d.delete_list(req))
 
 
 async def _task_add(api: Api, req: rq.AddTask) -> Any:
@@ -445,6 +457,18 @@ async def _task_cancel(api: Api, req: rq.TaskIds) -> Any:
     return await api.each_task(req, Decider.cancel)
 
 
+async def _task_archive(api: Api, req: rq.TaskIds) -> Any:
+    return await api.each_task(req, Decider.archive)
+
+
+async def _task_unarchive(api: Api, req: rq.TaskIds) -> Any:
+    return await api.each_task(req, Decider.unarchive)
+
+
+async def _task_delete(api: Api, req: rq.DeleteTasks) -> Any:
+    return await api.each_task(req, Decider.delete)
+
+
 async def _task_continue(api: Api, req: rq.ContinueTask) -> Any:
     return await api.command(req, lambda d: d.continue_task(req))
 
@@ -460,7 +484,38 @@ async def _worktree_diff(api: Api, req: rq.WorktreeOf) -> Any:
 
 
 async def _worktree_merge(api: Api, req: rq.WorktreeOf) -> Any:
-    return await _review(api, req, "merge", review.merge)
+    outcome: list[str] = []
+
+    def merge(task: TaskState, repo: str) -> ev.Event:
+        event, said = review.merge(task, repo)
+        outcome.append(said)
+        return event
+
+    reply = await _review(api, req, "merge", merge)
+    return {**reply, "outcome": outcome[0] if outcome else "merged"}
+
+
+async def _worktree_prune(api: Api, req: rq.PruneWorktrees) -> Any:
+    """Each worktree git shows merged or empty, removed (with `apply`) as a discard of the
+    task as it was checked: one that moved meanwhile is left alone."""
+    found = []
+    for task_id in await api.query(q.tasks_with_worktrees):
+        try:
+            task, repo = await api.query(functools.partial(review.task_and_repo, ref=task_id))
+            why = await review.in_thread(functools.partial(review.prunable, task, repo))
+            if why is None:
+                continue
+            if req.apply:
+                one = rq.WorktreeOf(task=task.id, actor=req.actor, request_id=req.request_id)
+                await _review(api, one, "discard", review.discard, task.last_seq)
+        except ClaudeDoError as exc:
+            log.info("prune left task %s alone: %s", task_id, exc.message)
+            continue
+        tree = task.worktree
+        assert tree is not None
+        found.append({"task_id": task.id, "title": task.title, "branch": tree.branch,
+                      "path": tree.path, "why": why})  # fmt: skip
+    return {"applied": req.apply, "worktrees": found}
 
 
 async def _worktree_discard(api: Api, req: rq.WorktreeOf) -> Any:
@@ -468,7 +523,11 @@ async def _worktree_discard(api: Api, req: rq.WorktreeOf) -> Any:
 
 
 async def _review(
-    api: Api, req: rq.WorktreeOf, action: str, act: Callable[[TaskState, str], ev.Event]
+    api: Api,
+    req: rq.WorktreeOf,
+    action: str,
+    act: Callable[[TaskState, str], ev.Event],
+    checked_seq: int | None = None,
 ) -> Any:
     """Merge or discard, serialised with everything else the task does through its guarded
     sequence: ReviewStarted is appended only if the task did not move since it was checked
@@ -480,6 +539,8 @@ async def _review(
     async with api.review_lock:
         task, repo = await api.query(lambda p: review.task_and_repo(p, req.task))
         review.check(task, action)
+        if checked_seq is not None and task.last_seq != checked_seq:
+            raise Conflict(f"task {task.id[:8]} changed since it was checked")
         started = ev.envelop(ev.ReviewStarted(action=action, node_id=api.node_id), task.id, origin)
         try:
             seqs = await api.log.append([started], task.last_seq)
@@ -554,7 +615,7 @@ async def _tasks(api: Api, req: rq.ListTasks) -> pages.Pages:
             size = pages.PAGE_ROWS if left is None else min(pages.PAGE_ROWS, left)
             page = functools.partial(
                 q.tasks_filtered, list_id=list_id, status=req.status, limit=size,
-                offset=offset, after=cursor,
+                offset=offset, after=cursor, archived=req.archived,
             )  # fmt: skip
             rows = await run(page)
             yield rows
@@ -628,6 +689,9 @@ ROUTES: dict[str, tuple[type[Any], Handler]] = {
     "list.add": (rq.CreateList, _list_add),
     "list.config": (rq.ConfigureList, _list_config),
     "list.ls": (rq.ListLists, _list_ls),
+    "list.archive": (rq.ListOf, _list_archive),
+    "list.unarchive": (rq.ListOf, _list_unarchive),
+    "list.delete": (rq.DeleteList, _list_delete),
     "task.add": (rq.AddTask, _task_add),
     "task.show": (rq.ShowTask, _task_show),
     "task.edit": (rq.EditTask, _task_edit),
@@ -635,11 +699,15 @@ ROUTES: dict[str, tuple[type[Any], Handler]] = {
     "task.unqueue": (rq.TaskIds, _task_unqueue),
     "task.cancel": (rq.TaskIds, _task_cancel),
     "task.continue": (rq.ContinueTask, _task_continue),
+    "task.archive": (rq.TaskIds, _task_archive),
+    "task.unarchive": (rq.TaskIds, _task_unarchive),
+    "task.delete": (rq.DeleteTasks, _task_delete),
     "task.subtask.add": (rq.AddSubtasks, _subtask_add),
     "runs": (rq.RunsOfTask, _runs),
     "worktree.diff": (rq.WorktreeOf, _worktree_diff),
     "worktree.merge": (rq.WorktreeOf, _worktree_merge),
     "worktree.discard": (rq.WorktreeOf, _worktree_discard),
+    "worktree.prune": (rq.PruneWorktrees, _worktree_prune),
     "task.subtask.done": (rq.MarkSubtasks, _subtask_done),
     "task.subtask.undo": (rq.MarkSubtasks, _subtask_undo),
     "tasks": (rq.ListTasks, _tasks),

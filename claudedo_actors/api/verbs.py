@@ -85,7 +85,19 @@ class ConfigureList(AgentSettingsChange, kw_only=True, forbid_unknown_fields=Tru
 
 
 class ListLists(Request, kw_only=True, forbid_unknown_fields=True):
-    pass
+    archived: bool = False  # also the archived and deleted lists
+
+
+class ListOf(Request, kw_only=True, forbid_unknown_fields=True):
+    """One list (archive, unarchive)."""
+
+    list_ref: Ref = msgspec.field(name="list")
+
+
+class DeleteList(ListOf, kw_only=True, forbid_unknown_fields=True):
+    """`force`: delete even with tasks under way or unmerged work (the event records it)."""
+
+    force: bool = False
 
 
 class AddTask(AgentSettings, kw_only=True, forbid_unknown_fields=True):
@@ -118,6 +130,12 @@ class TaskIds(Request, kw_only=True, forbid_unknown_fields=True):
     tasks: Refs
 
 
+class DeleteTasks(TaskIds, kw_only=True, forbid_unknown_fields=True):
+    """`force`: delete even a task under way or holding unmerged work (recorded)."""
+
+    force: bool = False
+
+
 class AddSubtasks(Request, kw_only=True, forbid_unknown_fields=True):
     task: Ref
     titles: Titles
@@ -140,6 +158,7 @@ class ListTasks(Request, kw_only=True, forbid_unknown_fields=True):
     offset: Offset = 0
     after: Ref | None = None
     as_of: AsOf | None = None
+    archived: bool = False  # also archived and deleted tasks, and those of such lists
 
 
 class Audit(Request, kw_only=True, forbid_unknown_fields=True):
@@ -191,6 +210,12 @@ class WorktreeOf(Request, kw_only=True, forbid_unknown_fields=True):
 
     task: Ref
     stat: bool = False
+
+
+class PruneWorktrees(Request, kw_only=True, forbid_unknown_fields=True):
+    """Worktrees whose work is merged or that hold none: listed, or removed with `apply`."""
+
+    apply: bool = False
 
 
 class Board(Request, kw_only=True, forbid_unknown_fields=True):

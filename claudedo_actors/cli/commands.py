@@ -48,6 +48,12 @@ as_of_option = click.option(
     "offset).",
 )  # fmt: skip
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, not a table.")
+quiet_option = click.option(
+    "-q", "--quiet", is_flag=True, help="Print only the new id (for a shell variable)."
+)
+archived_option = click.option(
+    "--archived", is_flag=True, help="Also the archived and deleted ones."
+)
 
 
 if TYPE_CHECKING:
@@ -200,6 +206,14 @@ def _emit(data: Any, as_json: bool, view: str) -> None:
     getattr(render, view)(data)
 
 
+def _emit_new(data: Any, as_json: bool, quiet: bool, view: str) -> None:
+    """What an `add` made: JSON, only its id (`--quiet`), or a line saying what was made."""
+    if quiet and not as_json:
+        sys.stdout.write(data["id"] + "\n")
+        return
+    _emit(data, as_json, view)
+
+
 def _emit_pages(pages: Iterable[list[Any]], as_json: bool, view: str) -> None:
     """A listing printed as its pages arrive: a table page by page (`render.<view>_pages`),
     or one JSON array written a row at a time."""
@@ -237,8 +251,16 @@ class _Commands(click.Group):
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
-def app() -> None:
+@click.version_option(None, "--version", package_name="claudedo", prog_name="claudedo",
+                      message="%(prog)s %(version)s")  # fmt: skip
+@click.option(
+    "--home", "top_home", type=click.Path(file_okay=False, path_type=Path), help=_HOME_HELP
+)
+def app(top_home: Path | None) -> None:
     """ClaudeDo: a to-do board whose tasks are done by the Claude Code CLI."""
+    if top_home is not None:
+        # Every command's own --home reads CLAUDEDO_HOME when not given: this is its default.
+        os.environ["CLAUDEDO_HOME"] = str(top_home)
 
 
 # --- the node ------------------------------------------------------------------------------
@@ -316,10 +338,25 @@ def up(
     from claudedo_actors.web.server import parse_address
 
     parse_address(web)  # a bad address is refused before anything starts
+    if slots:
+        _warn_if_missing(claude_bin or "claude")
     address = None if no_web else web
     code = Node(resolve_home(home), nats, slots, claude_bin, replicas, creds, address).run()
     if code:
         raise SystemExit(code)
+
+
+def _warn_if_missing(agent: str) -> None:
+    """One line on stderr when the agent binary cannot be run: every task would fail with
+    `spawn_failed`, and the node is still worth starting (its API, the board, reviews)."""
+    import shutil
+
+    if shutil.which(agent) is None:
+        where = "is not an executable file" if os.sep in agent else "is not on PATH"
+        sys.stderr.write(
+            f"warning: the agent binary {plain(agent)!r} {where}: runs will fail with "
+            "spawn_failed (install Claude Code, or give --claude-bin PATH)\n"
+        )
 
 
 @app.command("open")
@@ -400,18 +437,22 @@ def list_group() -> None:
 @agent_options
 @home_option
 @json_option
-def list_add(name: str, dir_: str | None, home: Path | None, as_json: bool, **opts: Any) -> None:
+@quiet_option
+def list_add(
+    name: str, dir_: str | None, home: Path | None, as_json: bool, quiet: bool, **opts: Any
+) -> None:
     """Create a list, optionally on a git repository (--dir)."""
     payload = {"name": name, **_given(dir=dir_ and _abspath(dir_)), **_settings(opts)}
-    _emit(_request(home, "list.add", payload), as_json, "list_one")
+    _emit_new(_request(home, "list.add", payload), as_json, quiet, "list_added")
 
 
 @list_group.command("ls")
+@archived_option
 @home_option
 @json_option
-def list_ls(home: Path | None, as_json: bool) -> None:
-    """Every list."""
-    _emit(_request(home, "list.ls", {}), as_json, "lists")
+def list_ls(archived: bool, home: Path | None, as_json: bool) -> None:
+    """Every list (but archived and deleted ones, unless --archived)."""
+    _emit(_request(home, "list.ls", _given(archived=archived or None)), as_json, "lists")
 
 
 @list_group.command("config")
@@ -433,7 +474,36 @@ def list_config(
     payload: dict[str, Any] = {"list": list_ref, **_given(name=name), **_settings(opts, True)}
     if dir_ is not None:
         payload["dir"] = _abspath(dir_) if dir_ else None
-    _emit(_request(home, "list.config", payload), as_json, "list_one")
+    _emit(_request(home, "list.config", payload), as_json, "list_changed")
+
+
+def _list_command(verb: str, help_text: str, force: bool = False) -> None:
+    @list_group.command(verb, help=help_text)
+    @click.argument("list_ref", metavar="LIST")
+    @home_option
+    @json_option
+    def command(list_ref: str, home: Path | None, as_json: bool, **flags: bool) -> None:
+        payload = {"list": list_ref, **{k: v for k, v in flags.items() if v}}
+        _emit(_request(home, f"list.{verb}", payload), as_json, f"list_{verb}d")
+
+    if force:
+        click.option(
+            "--force",
+            is_flag=True,
+            help="Even with tasks queued or running, or unmerged work (the event says so).",
+        )(command)
+
+
+_list_command(
+    "archive", "Put a list away: it and its tasks leave `list ls`, `tasks` and the board."
+)
+_list_command("unarchive", "Bring an archived list back, with its tasks.")
+_list_command(
+    "delete",
+    "Delete a list: it takes no more tasks and its name is free; every event stays. Refused "
+    "while its tasks are under way or hold unmerged commits, unless --force.",
+    force=True,
+)
 
 
 # --- tasks ---------------------------------------------------------------------------------
@@ -444,15 +514,47 @@ def task_group() -> None:
     """Tasks: add, show, edit, queue, unqueue, cancel, sub-tasks."""
 
 
+_DESCRIPTION_HELP = (
+    f"What the agent should know, at most {rq.MAX_TEXT:,} characters; @FILE reads it from a "
+    "file, - from stdin."
+)
+
+
+def _description(value: str | None) -> str | None:
+    """`-d TEXT`, `-d @FILE` or `-d -` (stdin), checked against the request's limit here, so
+    a long file is refused in words rather than by the API's field path."""
+    if value is None:
+        return None
+    if value == "-":
+        value = sys.stdin.read()
+    elif value.startswith("@") and len(value) > 1:
+        path = Path(value[1:]).expanduser()
+        try:
+            value = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ClaudeDoError(f"{plain(str(path))} is not UTF-8 text", "invalid") from None
+        except OSError as exc:
+            raise ClaudeDoError(
+                f"cannot read the description from {plain(str(path))}: {exc.strerror}", "invalid"
+            ) from None
+    if len(value) > rq.MAX_TEXT:
+        raise ClaudeDoError(
+            f"the description is {len(value):,} characters; at most {rq.MAX_TEXT:,} are taken",
+            "invalid",
+        )
+    return value
+
+
 @task_group.command("add")
 @click.argument("list_ref", metavar="LIST")
 @click.argument("title")
-@click.option("-d", "--description", default="", help="What the agent should know.")
+@click.option("-d", "--description", default="", metavar="TEXT|@FILE|-", help=_DESCRIPTION_HELP)
 @click.option("--subtask", "subtasks", multiple=True, help="A checklist item (repeatable).")
 @agent_options
 @click.option("--queue", is_flag=True, help="Queue the task right away.")
 @home_option
 @json_option
+@quiet_option
 def task_add(
     list_ref: str,
     title: str,
@@ -461,18 +563,19 @@ def task_add(
     queue: bool,
     home: Path | None,
     as_json: bool,
+    quiet: bool,
     **opts: Any,
 ) -> None:
     """Add a task to LIST (id, id prefix or name): a draft, or queued with --queue."""
     payload = {
         "list": list_ref,
         "title": title,
-        "description": description,
+        "description": _description(description),
         "subtasks": list(subtasks),
         "queue": queue,
         **_settings(opts),
     }
-    _emit(_request(home, "task.add", payload), as_json, "task_one")
+    _emit_new(_request(home, "task.add", payload), as_json, quiet, "task_added")
 
 
 @task_group.command("show")
@@ -489,7 +592,7 @@ def task_show(task_id: str, as_of: Any, home: Path | None, as_json: bool) -> Non
 @task_group.command("edit")
 @click.argument("task_id", metavar="ID")
 @click.option("--title", help="New title.")
-@click.option("-d", "--description", help="New description.")
+@click.option("-d", "--description", metavar="TEXT|@FILE|-", help=_DESCRIPTION_HELP)
 @agent_options
 @home_option
 @json_option
@@ -504,19 +607,42 @@ def task_edit(
     """Change a task. '' clears an agent setting."""
     payload = {
         "task": task_id,
-        **_given(title=title, description=description),
+        **_given(title=title, description=_description(description)),
         **_settings(opts, clearable=True),
     }
-    _emit(_request(home, "task.edit", payload), as_json, "task_one")
+    _emit(_request(home, "task.edit", payload), as_json, "task_edited")
 
 
-def _many_command(verb: str, help_text: str) -> None:
+def _many_command(verb: str, help_text: str, force_help: str | None = None) -> None:
     @task_group.command(verb, help=help_text)
     @click.argument("ids", nargs=-1, required=True, metavar="ID...")
     @home_option
     @json_option
-    def command(ids: tuple[str, ...], home: Path | None, as_json: bool) -> None:
-        _emit(_request(home, f"task.{verb}", {"tasks": list(ids)}), as_json, "tasks")
+    def command(ids: tuple[str, ...], home: Path | None, as_json: bool, **flags: bool) -> None:
+        if verb == "queue" and not as_json:
+            _say_before_queue(home, ids)
+        payload = {"tasks": list(ids), **{k: v for k, v in flags.items() if v}}
+        _emit(_request(home, f"task.{verb}", payload), as_json, f"tasks_{verb}")
+
+    if force_help:
+        click.option("--force", is_flag=True, help=force_help)(command)
+
+
+def _say_before_queue(home: Path | None, ids: Iterable[str]) -> None:
+    """A task whose worktree was discarded runs again in one made from the kept commits:
+    say so before it happens (a refused id is left to the queue's own error)."""
+    for ref in ids:
+        try:
+            task = _request(home, "task.show", {"task": ref})
+        except ClaudeDoError:
+            continue
+        tree = task.get("worktree") or {}
+        if tree.get("status") == "discarded":
+            kept = plain(tree.get("kept_ref") or tree.get("head_commit") or "its base commit")
+            sys.stderr.write(
+                f"note: the worktree of task {task['id'][:8]} was discarded; queueing makes "
+                f"it again from {kept}\n"
+            )
 
 
 _many_command(
@@ -524,6 +650,48 @@ _many_command(
 )
 _many_command("unqueue", "Take queued tasks back to draft.")
 _many_command("cancel", "Cancel tasks (a running one is stopped by its slot).")
+_many_command(
+    "archive",
+    "Put tasks away (drafts and ended ones): they leave `tasks` and the board; nothing of "
+    "them changes.",
+)
+_many_command("unarchive", "Bring archived tasks back.")
+_many_command(
+    "delete",
+    "Delete tasks: they take no more commands and show only with --archived; their events, "
+    "runs and git work stay. Refused while a task runs or holds unmerged commits, unless "
+    "--force.",
+    force_help="Even a task under way (it is cancelled) or holding unmerged commits (the "
+    "event records what was overridden).",
+)
+
+
+_POLL_S = 0.2
+_UNDER_WAY = ("queued", "claimed", "running")
+
+
+@task_group.command("wait")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@home_option
+@json_option
+def task_wait(ids: tuple[str, ...], home: Path | None, as_json: bool) -> None:
+    """Wait until the tasks are neither queued nor running, and say how each ended; exit 1
+    if one failed (for scripts: `claudedo task wait $id && claudedo worktree merge $id`)."""
+    ended = []
+    for ref in ids:
+        task = _request(home, "task.show", {"task": ref})
+        while task["status"] in _UNDER_WAY or task.get("review"):
+            time.sleep(_POLL_S)  # ok: polling the node for the task's end, as long as it takes
+            task = _request(home, "task.show", {"task": ref})
+        ended.append(task)
+    if as_json:
+        _emit(ended, True, "")
+    else:
+        from claudedo_actors.cli import render
+
+        render.tasks_ended(ended)
+    if any(t["status"] == "failed" for t in ended):
+        raise click.exceptions.Exit(1)
 
 
 @task_group.command("continue")
@@ -533,7 +701,8 @@ _many_command("cancel", "Cancel tasks (a running one is stopped by its slot).")
 @json_option
 def task_continue(task_id: str, prompt: str, home: Path | None, as_json: bool) -> None:
     """Resume the task's latest agent session with PROMPT, as its next run."""
-    _emit(_request(home, "task.continue", {"task": task_id, "prompt": prompt}), as_json, "task_one")
+    payload = {"task": task_id, "prompt": prompt}
+    _emit(_request(home, "task.continue", payload), as_json, "task_continued")
 
 
 @app.command()
@@ -549,17 +718,43 @@ def runs(task_id: str, home: Path | None, as_json: bool) -> None:
 @click.argument("task_id", metavar="ID")
 @click.option("--run", "run_number", type=click.IntRange(min=1), help="Run N (default: latest).")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing while the run goes on.")
+@click.option("--raw", is_flag=True, help="The stream-json lines as written (NDJSON): the "
+              "default when stdout is not a terminal.")  # fmt: skip
+@click.option("--readable", is_flag=True, help="What the agent said, its tool calls and their "
+              "results: the default on a terminal.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="The NDJSON lines, as --raw.")
 @home_option
-def log_command(task_id: str, run_number: int | None, follow: bool, home: Path | None) -> None:
-    """A run's stream-json transcript (NDJSON): from its file, or live with --follow."""
+def log_command(
+    task_id: str,
+    run_number: int | None,
+    follow: bool,
+    raw: bool,
+    readable: bool,
+    as_json: bool,
+    home: Path | None,
+) -> None:
+    """A run's transcript: from its file (a finished run's even with no node running), or
+    live with --follow."""
     import asyncio
 
     from claudedo_actors.agent.follow import follow_output
     from claudedo_actors.cli.client import NodeClient
-    from claudedo_actors.node.home import resolve_home
+    from events.errors import Unavailable
 
-    client = NodeClient(resolve_home(home))
+    if readable and (raw or as_json):
+        raise click.UsageError("--readable goes without --raw and --json")
+    write = _transcript_writer(readable or (not (raw or as_json) and sys.stdout.isatty()))
+    try:
+        client = NodeClient(_home(home))
+    except Unavailable:
+        if follow:
+            raise
+        _print_file(_log_without_node(_home(home), task_id, run_number), write)
+        return
     task = client.request("task.show", {"task": task_id})
+    while follow and not task["runs"] and task["status"] in ("queued", "claimed", "running"):
+        time.sleep(_POLL_S)  # ok: --follow of a queued task waits for its first run
+        task = client.request("task.show", {"task": task_id})
     runs = task["runs"]
     if not runs:
         raise ClaudeDoError(f"task {task_id} has no run yet", code="not_found")
@@ -567,18 +762,10 @@ def log_command(task_id: str, run_number: int | None, follow: bool, home: Path |
     if not chosen:
         raise ClaudeDoError(f"task {task_id} has no run {run_number}", code="not_found")
     run = chosen[-1]
-    out = sys.stdout.buffer
     path = _log_file(task["id"], run)
     if not (follow and run["finished_at"] is None) and path is not None and path.is_file():
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                out.write(chunk)
-        out.flush()
+        _print_file(path, write)
         return
-
-    def write(line: bytes) -> None:
-        out.write(line + b"\n")
-        out.flush()
 
     ended = asyncio.run(
         follow_output(
@@ -596,6 +783,64 @@ def log_command(task_id: str, run_number: int | None, follow: bool, home: Path |
             f"({run['log_path']}) and its live lines have aged out of the output stream",
             code="not_found",
         )
+
+
+def _transcript_writer(readable: bool) -> Callable[[bytes], None]:
+    """How one stream-json line is printed: as it is, or as the entries a reader wants
+    (agent/transcript.py), every control character escaped."""
+    out = sys.stdout.buffer
+    if not readable:
+
+        def write_raw(line: bytes) -> None:
+            out.write(line + b"\n")
+            out.flush()
+
+        return write_raw
+    from claudedo_actors.agent import transcript
+
+    def write_readable(line: bytes) -> None:
+        for entry in transcript.entries(line):
+            text = "\n".join(plain(part) for part in transcript.plain(entry).split("\n"))
+            out.write(text.encode() + b"\n")
+        out.flush()
+
+    return write_readable
+
+
+def _print_file(path: Path, write: Callable[[bytes], None]) -> None:
+    with path.open("rb") as f:
+        for line in f:
+            write(line.rstrip(b"\n"))
+
+
+def _log_without_node(home: Path, ref: str, run_number: int | None) -> Path:
+    """A run's file found by the names a node gives them (`<task id>_run<N>.ndjson` in the
+    home's logs), for a finished run when no node runs: `ref` is an id or its prefix."""
+    from claudedo_actors.node.home import Home
+
+    ref = ref.strip().lower()
+    logs = Home(home).logs_dir
+    if not ref or any(c not in "0123456789abcdef-" for c in ref):
+        raise ClaudeDoError(f"task {plain(ref)} not found", code="not_found")
+    runs: dict[str, dict[int, Path]] = {}
+    for path in logs.glob(f"{ref}*_run*.ndjson") if logs.is_dir() else ():
+        task_id, _, number = path.name.removesuffix(".ndjson").rpartition("_run")
+        if number.isascii() and number.isdigit():
+            runs.setdefault(task_id, {})[int(number)] = path
+    if not runs:
+        raise ClaudeDoError(
+            f"no node running for home {home} (start one with: claudedo up), and no log of a "
+            f"task {plain(ref)} in {logs}",
+            code="unavailable",
+        )
+    if len(runs) > 1:
+        named = ", ".join(f"{t[:8]}…" for t in sorted(runs)[:5])
+        raise ClaudeDoError(f"ambiguous id '{plain(ref)}': {named}", code="ambiguous")
+    ((task_id, files),) = runs.items()
+    chosen = max(files) if run_number is None else run_number
+    if chosen not in files:
+        raise ClaudeDoError(f"task {task_id} has no log of run {chosen}", code="not_found")
+    return files[chosen]
 
 
 def _log_file(task_id: str, run: dict[str, Any]) -> Path | None:
@@ -616,16 +861,31 @@ def _log_file(task_id: str, run: dict[str, Any]) -> Path | None:
 @home_option
 @json_option
 def watch(once: bool, interval: float, home: Path | None, as_json: bool) -> None:
-    """A live board: running tasks by node and slot, their latest output line, cost so far."""
+    """A live board: running tasks by node and slot, what each said last, cost so far.
+
+    Printed once when stdout is not a terminal (or with --once); live, it waits for a node
+    that stopped and goes on when it is back."""
     from claudedo_actors.cli import render
 
-    if once or as_json:
+    if once or as_json or not sys.stdout.isatty():
         _emit(_request(home, "board", {}), as_json, "board")
         return
     with render.live(render.board_table(_request(home, "board", {}))) as live:
         while True:
-            time.sleep(interval)  # the refresh period of a live display
-            live.update(render.board_table(_request(home, "board", {})), refresh=True)
+            time.sleep(interval)  # ok: the refresh period of a live display
+            live.update(_board_now(home), refresh=True)
+
+
+def _board_now(home: Path | None) -> Any:
+    """The board's table, or what keeps it from being shown (a node stopped or restarting:
+    the next refresh asks again, a new node's address included)."""
+    from claudedo_actors.cli import render
+    from events.errors import Unavailable
+
+    try:
+        return render.board_table(_request(home, "board", {}))
+    except Unavailable as exc:
+        return render.board_away(exc.message)
 
 
 @app.group("worktree")
@@ -645,6 +905,12 @@ def worktree_diff(task_id: str, stat: bool, home: Path | None, as_json: bool) ->
         _emit(result, True, "")
         return
     sys.stdout.write(result["diff"])
+    if not result["diff"]:
+        base = plain(result.get("base_branch") or result["base_commit"][:10])
+        sys.stderr.write(
+            f"no changes: the branch {plain(result['branch'] or '')} of task "
+            f"{result['task_id'][:8]} has no commits beyond {base}\n"
+        )
     if result["uncommitted"]:
         sys.stderr.write(
             f"note: {len(result['uncommitted'])} uncommitted change(s) in the worktree "
@@ -658,7 +924,7 @@ def worktree_diff(task_id: str, stat: bool, home: Path | None, as_json: bool) ->
 @json_option
 def worktree_merge(task_id: str, home: Path | None, as_json: bool) -> None:
     """Merge the task's branch into the branch its worktree was made from."""
-    _emit(_request(home, "worktree.merge", {"task": task_id}), as_json, "task_one")
+    _emit(_request(home, "worktree.merge", {"task": task_id}), as_json, "merged")
 
 
 @worktree_group.command("discard")
@@ -667,7 +933,30 @@ def worktree_merge(task_id: str, home: Path | None, as_json: bool) -> None:
 @json_option
 def worktree_discard(task_id: str, home: Path | None, as_json: bool) -> None:
     """Remove the task's worktree and branch; its commits stay under refs/claudedo/."""
-    _emit(_request(home, "worktree.discard", {"task": task_id}), as_json, "task_one")
+    if not as_json:
+        task = _request(home, "task.show", {"task": task_id})
+        tree = task.get("worktree") or {}
+        if tree.get("status") == "merged":
+            sys.stderr.write(
+                f"note: the branch {plain(tree.get('branch') or '')} of task {task['id'][:8]} "
+                f"was merged into {plain(tree.get('base_branch') or '')}; discarding removes "
+                "the worktree and branch, the merge stays\n"
+            )
+    _emit(_request(home, "worktree.discard", {"task": task_id}), as_json, "discarded")
+
+
+@worktree_group.command("prune")
+@click.option("--yes", is_flag=True, help="Remove them (without it: only list them).")
+@home_option
+@json_option
+def worktree_prune(yes: bool, home: Path | None, as_json: bool) -> None:
+    """Remove the worktrees and branches of tasks whose work is merged, or that hold none.
+
+    A dry run lists them; --yes removes them, each as a discard (its commits kept under
+    refs/claudedo/kept/). A branch with a commit its base lacks, a worktree with uncommitted
+    changes and a task under way are never touched."""
+    result = _request(home, "worktree.prune", {"apply": yes})
+    _emit(result, as_json, "pruned")
 
 
 @task_group.group("subtask")
@@ -683,7 +972,7 @@ def subtask_group() -> None:
 def subtask_add(task_id: str, titles: tuple[str, ...], home: Path | None, as_json: bool) -> None:
     """Append checklist items to a task."""
     payload = {"task": task_id, "titles": list(titles)}
-    _emit(_request(home, "task.subtask.add", payload), as_json, "task_one")
+    _emit(_request(home, "task.subtask.add", payload), as_json, "subtasks_added")
 
 
 def _mark_command(verb: str, help_text: str) -> None:
@@ -694,7 +983,13 @@ def _mark_command(verb: str, help_text: str) -> None:
     @json_option
     def command(task_id: str, subtasks: tuple[str, ...], home: Path | None, as_json: bool) -> None:
         payload = {"task": task_id, "subtasks": list(subtasks)}
-        _emit(_request(home, f"task.subtask.{verb}", payload), as_json, "task_one")
+        task = _request(home, f"task.subtask.{verb}", payload)
+        if as_json:
+            _emit(task, True, "")
+            return
+        from claudedo_actors.cli import render
+
+        render.subtasks_marked(task, subtasks, verb)
 
 
 _mark_command("done", "Tick checklist items (N: 1-based number or sub-task id prefix).")
@@ -707,6 +1002,7 @@ _mark_command("undo", "Untick checklist items (N: 1-based number or sub-task id 
 @click.option("--limit", type=_int_range(rq.Limit), help="At most this many.")
 @click.option("--offset", type=_int_range(rq.Offset), default=0, help="Skip this many first.")
 @as_of_option
+@archived_option
 @home_option
 @json_option
 def tasks(
@@ -715,13 +1011,18 @@ def tasks(
     limit: int | None,
     offset: int,
     as_of: Any,
+    archived: bool,
     home: Path | None,
     as_json: bool,
 ) -> None:
-    """Tasks, oldest first: every one that matches (no limit unless --limit).
+    """Tasks, oldest first: every one that matches (no limit unless --limit), but archived
+    and deleted ones (and those of such lists) unless --archived.
 
     Printed as they come, a page at a time, however many there are."""
-    payload = _given(list=list_ref, status=status, limit=limit, offset=offset or None, as_of=as_of)
+    payload = _given(
+        list=list_ref, status=status, limit=limit, offset=offset or None, as_of=as_of,
+        archived=archived or None,
+    )  # fmt: skip
     _emit_pages(_parts(home, "tasks", payload), as_json, "tasks")
 
 
@@ -851,10 +1152,14 @@ def _home(home: Path | None) -> Path:
 @click.argument("query")
 @click.option("--timeout", type=_FiniteFloat.of(rq.SqlTimeout), default=30.0, show_default=True,
               help="Stop the query after this many seconds.")  # fmt: skip
+@click.option("--max-rows", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Rows the table shows (0: all); --json prints every row.")  # fmt: skip
 @as_of_option
 @home_option
 @json_option
-def sql(query: str, timeout: float, as_of: Any, home: Path | None, as_json: bool) -> None:
+def sql(
+    query: str, timeout: float, max_rows: int, as_of: Any, home: Path | None, as_json: bool
+) -> None:
     """Run one read-only SQL query on the projection.
 
     Tables: lists, tasks, subtasks, runs, worktrees, events, skipped_messages. Views: run_facts,
@@ -874,7 +1179,7 @@ def sql(query: str, timeout: float, as_of: Any, home: Path | None, as_json: bool
     else:
         from claudedo_actors.cli import render
 
-        render.sql_pages(parts)
+        render.sql_pages(parts, max_rows or None)
 
 
 def _unique(names: list[str]) -> list[str]:

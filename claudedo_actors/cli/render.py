@@ -21,7 +21,6 @@ from claudedo_actors.cli.literal import plain
 from events import AGENT_SETTINGS
 
 
-# Piped output keeps a wide table rather than rich's 80-column default.
 class _Console(Console):
     def on_broken_pipe(self) -> None:
         """A closed stdout ends the command as the CLI ends it (commands.main), quietly and
@@ -30,13 +29,21 @@ class _Console(Console):
         raise BrokenPipeError
 
 
+# Piped output is never wrapped: rich would cut it at 80 columns (its width without a
+# terminal), and a program reading it wants whole lines.
+_PIPED_WIDTH = 100_000
 _console = _Console(
     highlight=False,
     markup=False,
     emoji=False,
-    soft_wrap=False,
-    width=None if sys.stdout.isatty() else 160,
+    soft_wrap=not sys.stdout.isatty(),
+    width=None if sys.stdout.isatty() else _PIPED_WIDTH,
 )
+
+
+def _say(line: str) -> None:
+    """One line saying what a command did (its values are shown literally already)."""
+    _console.file.write(line + "\n")
 
 
 def _short(value: Any, width: int = 60) -> str:
@@ -80,9 +87,11 @@ def lists(rows: list[dict[str, Any]]) -> None:
         return
     table = Table("id", "name", "dir", "model", "tasks")
     for r in rows:
+        gone = " (archived)" if r.get("archived_at") else ""
+        gone = " (deleted)" if r.get("deleted_at") else gone
         table.add_row(
             r["id"][:8],
-            _short(r["name"], 200),
+            _short(r["name"], 200) + gone,
             _short(r["dir"], 200) or "(sandbox)",
             _short(r["model"]),
             str(r.get("task_count", "")),
@@ -165,13 +174,13 @@ def tasks_pages(pages: Iterable[Rows]) -> None:
     """Tasks, a page at a time (claudedo tasks streams them)."""
     count = _page_tables(
         pages,
-        [("id", 8), ("status", 9), ("title", None), ("list", 8), ("created", 20),
+        [("id", 8), ("status", 9), ("title", None), ("list", 16), ("created", 20),
          ("finished", 20)],
         lambda r: [
             _short(r["id"][:8], 8),
-            r["status"],
+            _status(r),
             _short(r["title"], 50),
-            _short(r["list_id"][:8], 8),
+            _list_name(r, 16),
             _time(r["created_at"]),
             _time(r["finished_at"]),
         ],
@@ -179,12 +188,24 @@ def tasks_pages(pages: Iterable[Rows]) -> None:
     _console.print(_plural(count, "task") if count else "no tasks")
 
 
+def _status(task: dict[str, Any]) -> str:
+    """The status, or `deleted` / `archived` for a task put away (its status is kept)."""
+    if task.get("deleted_at"):
+        return "deleted"
+    return "archived" if task.get("archived_at") else str(task["status"])
+
+
+def _list_name(task: dict[str, Any], width: int) -> str:
+    return _short(task.get("list_name") or task["list_id"][:8], width)
+
+
 def task_one(task: dict[str, Any] | list[dict[str, Any]]) -> None:
     if isinstance(task, list):
         tasks(task)
         return
     _console.print(_heading("task", task, "title"))
-    _console.print(f"  status: {task['status']}   list: {_short(task['list_id'], 8)}")
+    put_away = f" ({_status(task)})" if _status(task) != task["status"] else ""
+    _console.print(f"  status: {task['status']}{put_away}   list: {_list_name(task, 60)}")
     if task.get("description"):
         _console.print(f"  description: {_short(task['description'], 200)}")
     for key in (*AGENT_SETTINGS, "result", "error", "cause"):
@@ -284,15 +305,22 @@ def sql(result: dict[str, Any]) -> None:
     sql_pages([result])
 
 
-def sql_pages(parts: Iterable[dict[str, Any]]) -> None:
+def sql_pages(parts: Iterable[dict[str, Any]], max_rows: int | None = None) -> None:
     """Rows of a query, a page at a time: the columns are as wide as the first page needs
-    (up to 60), and a longer value on a later page is cut to that width."""
+    (up to 60), and a longer value on a later page is cut to that width. Past `max_rows`,
+    the rest is only counted, and a note says how many there were."""
     names: list[str] = []
+    total = 0
 
     def pages() -> Iterator[list[Any]]:
+        nonlocal total
         for part in parts:
             names[:] = [_short(c, 60) for c in part["columns"]]
-            yield part["rows"]
+            rows = part["rows"]
+            left = len(rows) if max_rows is None else max(0, max_rows - total)
+            total += len(rows)
+            if left:
+                yield rows[:left]
 
     def cells(row: list[Any]) -> list[str]:
         return ["NULL" if v is None else _short(v, 60) for v in row]
@@ -308,7 +336,10 @@ def sql_pages(parts: Iterable[dict[str, Any]]) -> None:
     if not count and names:
         header = _line(names, [max(4, cell_len(n)) for n in names])
         out.write(f"{header}\n{'─' * cell_len(header)}\n")
-    _console.print(_plural(count, "row"))
+    if count < total:
+        _say(f"(showing {count} of {total} rows; --max-rows or --json for all)")
+    else:
+        _console.print(_plural(count, "row"))
 
 
 def rebuild(data: dict[str, Any]) -> None:
@@ -340,6 +371,140 @@ def board_table(data: dict[str, Any]) -> Table:
 
 def board(data: dict[str, Any]) -> None:
     _console.print(board_table(data))
+
+
+def board_away(why: str) -> Text:
+    """What a live board shows while no node answers; it asks again at the next refresh."""
+    return Text(f"{plain(why)}; trying again…")
+
+
+# --- what an action did, in one line (gh and uv say it so); --json keeps the whole reply ---
+
+
+def _task_ref(task: dict[str, Any]) -> str:
+    return f'{task["id"][:8]} "{_short(task["title"], 60)}"'
+
+
+def list_added(row: dict[str, Any]) -> None:
+    where = f"on {_short(row['dir'], 200)}" if row.get("dir") else "(a sandbox list: no git dir)"
+    _say(f"created list {_short(row['name'], 100)} ({row['id'][:8]}) {where}")
+
+
+def list_changed(row: dict[str, Any]) -> None:
+    _say(f"changed list {_short(row['name'], 100)} ({row['id'][:8]})")
+
+
+def list_archived(row: dict[str, Any]) -> None:
+    _say(f"archived list {_short(row['name'], 100)} ({row['id'][:8]}) and its tasks")
+
+
+def list_unarchived(row: dict[str, Any]) -> None:
+    _say(f"brought back list {_short(row['name'], 100)} ({row['id'][:8]}) and its tasks")
+
+
+def list_deleted(row: dict[str, Any]) -> None:
+    _say(f"deleted list {_short(row['name'], 100)} ({row['id'][:8]}); its events stay")
+
+
+def task_added(task: dict[str, Any]) -> None:
+    _say(f"added task {_task_ref(task)} to {_list_name(task, 100)} ({task['status']})")
+
+
+def task_edited(task: dict[str, Any]) -> None:
+    _say(f"edited task {_task_ref(task)}")
+
+
+def _each(rows: list[dict[str, Any]], line: Callable[[dict[str, Any]], str]) -> None:
+    for task in rows:
+        _say(line(task))
+
+
+def tasks_queue(rows: Rows) -> None:
+    _each(rows, lambda t: f"queued {_task_ref(t)}")
+
+
+def tasks_unqueue(rows: Rows) -> None:
+    _each(rows, lambda t: f"unqueued {_task_ref(t)} (draft)")
+
+
+def tasks_cancel(rows: Rows) -> None:
+    _each(
+        rows,
+        lambda t: (
+            f"cancel requested for {t['id'][:8]} (its slot stops the run)"
+            if t["cancel_requested"]
+            else f"cancelled {_task_ref(t)}"
+        ),
+    )
+
+
+def tasks_archive(rows: Rows) -> None:
+    _each(rows, lambda t: f"archived {_task_ref(t)}")
+
+
+def tasks_unarchive(rows: Rows) -> None:
+    _each(rows, lambda t: f"brought back {_task_ref(t)}")
+
+
+def tasks_delete(rows: Rows) -> None:
+    _each(rows, lambda t: f"deleted {_task_ref(t)}; its events, runs and git work stay")
+
+
+def tasks_ended(rows: Rows) -> None:
+    def line(t: dict[str, Any]) -> str:
+        why = f": {_short(t.get('cause'), 40)}" if t["status"] == "failed" else ""
+        return f"{_task_ref(t)} {t['status']}{why}"
+
+    _each(rows, line)
+
+
+def task_continued(task: dict[str, Any]) -> None:
+    runs = task.get("runs") or []
+    session = (runs[-1].get("session_id") or "")[:8] if runs else ""
+    _say(
+        f"queued {_task_ref(task)} to continue session {_short(session, 8)} as run {len(runs) + 1}"
+    )
+
+
+def subtasks_added(task: dict[str, Any]) -> None:
+    subs = task.get("subtasks") or []
+    _say(f"task {task['id'][:8]} has {_plural(len(subs), 'sub-task')} now")
+
+
+def subtasks_marked(task: dict[str, Any], refs: Iterable[str], verb: str) -> None:
+    said = "ticked" if verb == "done" else "unticked"
+    _say(f"{said} sub-task {', '.join(_short(r, 40) for r in refs)} of task {_task_ref(task)}")
+
+
+def merged(task: dict[str, Any]) -> None:
+    tree = task.get("worktree") or {}
+    branch, into = _short(tree.get("branch"), 100), _short(tree.get("base_branch"), 100)
+    outcome = task.get("outcome", "merged")
+    if outcome == "nothing_to_merge":
+        _say(f"nothing to merge: {branch} has no commits beyond {into}")
+    elif outcome == "already_merged":
+        _say(f"already merged: {branch} is in {into} ({str(tree.get('merge_commit'))[:7]})")
+    else:
+        _say(f"merged {branch} into {into} ({str(tree.get('merge_commit'))[:7]})")
+
+
+def discarded(task: dict[str, Any]) -> None:
+    tree = task.get("worktree") or {}
+    kept = _short(tree.get("kept_ref"), 100) or "nowhere: the branch was gone"
+    _say(f"discarded {_short(tree.get('branch'), 100)} of task {task['id'][:8]}; its commits "
+         f"are kept in {kept}")  # fmt: skip
+
+
+def pruned(data: dict[str, Any]) -> None:
+    rows = data["worktrees"]
+    if not rows:
+        _say("nothing to prune: every worktree holds unmerged work or a task under way")
+        return
+    for r in rows:
+        what = f"{_short(r['branch'], 100)} of task {r['task_id'][:8]} ({r['why']})"
+        _say(("removed " if data["applied"] else "would remove ") + what)
+    if not data["applied"]:
+        _say(f"{_plural(len(rows), 'worktree')} to remove: run again with --yes to remove them")
 
 
 def _count(n: int | None) -> str:

@@ -71,7 +71,13 @@ def diff(task: TaskState, repo: str, stat: bool) -> dict[str, Any]:
     }
 
 
-def merge(task: TaskState, repo: str) -> ev.WorktreeMerged:
+# What a merge did, for the one line the CLI says: `merged`, or nothing to do.
+MERGE_OUTCOMES = {"empty": "nothing_to_merge", "merged": "already_merged"}
+
+
+def merge(task: TaskState, repo: str) -> tuple[ev.WorktreeMerged, str]:
+    """The merge's event, and its outcome: `merged`, `already_merged` (the base holds the
+    branch already) or `nothing_to_merge` (the branch has no commit of its own)."""
     tree = _tree_of(task, "merge")
     assert tree.branch is not None and tree.base_commit is not None
     if tree.base_branch is None:
@@ -82,8 +88,10 @@ def merge(task: TaskState, repo: str) -> ev.WorktreeMerged:
             "continue the task or discard it; nothing was merged"
         )
     message = f"Merge ClaudeDo task: {task.title}\n\nClaudeDo task {task.id}"
+    state = wt.merge_state(repo, tree.branch, tree.base_branch, tree.base_commit)
     commit = wt.merge_into_base(repo, tree.branch, tree.base_branch, tree.base_commit, message)
-    return ev.WorktreeMerged(into_branch=tree.base_branch, merge_commit=commit)
+    event = ev.WorktreeMerged(into_branch=tree.base_branch, merge_commit=commit)
+    return event, MERGE_OUTCOMES.get(state, "merged")
 
 
 def discard(task: TaskState, repo: str) -> ev.WorktreeDiscarded:
@@ -92,6 +100,22 @@ def discard(task: TaskState, repo: str) -> ev.WorktreeDiscarded:
     message = f"Uncommitted work of ClaudeDo task {task.id}, kept at discard"
     kept, head = wt.discard_worktree(repo, tree.path, tree.branch, task.id, message)
     return ev.WorktreeDiscarded(kept_ref=kept, head_commit=head)
+
+
+def prunable(task: TaskState, repo: str) -> str | None:
+    """Why `worktree prune` may remove the task's worktree and branch (`merged`, `empty`),
+    or None: it holds a commit its base lacks, uncommitted changes, or a task under way."""
+    tree = task.worktree
+    if tree is None or tree.kind != "worktree" or tree.status == "discarded":
+        return None
+    if tree.branch is None or tree.base_commit is None:
+        return None
+    if task.status in _BUSY or task.review is not None:
+        return None
+    if Path(tree.path).is_dir() and wt.uncommitted(tree.path):
+        return None
+    state = wt.merge_state(repo, tree.branch, tree.base_branch, tree.base_commit)
+    return state if state in ("merged", "empty") else None
 
 
 async def in_thread(fn: Callable[[], T]) -> T:

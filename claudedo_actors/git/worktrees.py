@@ -272,6 +272,24 @@ def _checked_out_at(repo: str, branch: str) -> str | None:
     return None
 
 
+def merge_state(repo: str, branch: str, base_branch: str | None, base_commit: str) -> str:
+    """What the task's branch holds that its base lacks: `empty` (no commit beyond the one it
+    was made from), `merged` (every commit is in the base branch), `unmerged`, or `gone` (no
+    such branch)."""
+    tip = git(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False)
+    tip = tip.strip()
+    if not tip:
+        return "gone"
+    if tip == base_commit:
+        return "empty"
+    if base_branch is not None:
+        ref = f"refs/heads/{base_branch}"
+        base = git(repo, "rev-parse", "--verify", "--quiet", ref, check=False).strip()
+        if base and git_ok(repo, "merge-base", "--is-ancestor", tip, base):
+            return "merged"
+    return "unmerged"
+
+
 def merge_into_base(
     repo: str, branch: str, base_branch: str, base_commit: str, message: str
 ) -> str:

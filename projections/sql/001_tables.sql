@@ -24,7 +24,10 @@ CREATE TABLE IF NOT EXISTS lists (
     timeout_s DOUBLE,
     created_at TIMESTAMPTZ NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL,
-    last_seq BIGINT NOT NULL
+    last_seq BIGINT NOT NULL,
+    -- put away (ListArchived) or deleted (ListDeleted) by the user: hidden by default
+    archived_at TIMESTAMPTZ,
+    deleted_at TIMESTAMPTZ
 );
 
 CREATE TABLE IF NOT EXISTS tasks (
@@ -57,7 +60,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     last_seq BIGINT NOT NULL,
     runs_before_attempt INTEGER NOT NULL,
     review VARCHAR,                   -- 'merge' or 'discard' under way
-    review_node VARCHAR
+    review_node VARCHAR,
+    -- put away (TaskArchived) or deleted (TaskDeleted) by the user: hidden by default
+    archived_at TIMESTAMPTZ,
+    deleted_at TIMESTAMPTZ
 );
 
 CREATE TABLE IF NOT EXISTS subtasks (
