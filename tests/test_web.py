@@ -383,7 +383,7 @@ def test_the_task_page_renders_the_runs_output_timeline_settings_and_header(
         assert cli.out.strip().splitlines()[-1] in text
         # The header: slots, running, cost today, NATS.
         assert "1 slot</span>" in html and "0 running" in html and "NATS ok" in html
-        assert f"${done['runs'][0]['cost_usd']:.2f} today" in html
+        assert f"${done['runs'][0]['cost_usd']:.4f} today" in html
     finally:
         runner.stop()
 
