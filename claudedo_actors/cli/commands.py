@@ -338,10 +338,11 @@ def up(
     from claudedo_actors.web.server import parse_address
 
     parse_address(web)  # a bad address is refused before anything starts
-    if slots:
-        _warn_if_missing(claude_bin or "claude")
     address = None if no_web else web
-    code = Node(resolve_home(home), nats, slots, claude_bin, replicas, creds, address).run()
+    node = Node(resolve_home(home), nats, slots, claude_bin, replicas, creds, address)
+    if slots:  # once the node is up: a node that cannot start says only why
+        node.on_ready.append(lambda: _warn_if_missing(claude_bin or "claude"))
+    code = node.run()
     if code:
         raise SystemExit(code)
 

@@ -11,7 +11,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -135,6 +135,7 @@ class Node:
         self._credential: Credential | None = None
         self.slots = slots
         self.claude_bin = claude_bin
+        self.on_ready: list[Callable[[], None]] = []  # called once the node is up
         self._web_address = web  # None: no board
         self._web: WebServer | None = None
         try:
@@ -292,6 +293,8 @@ class Node:
         self._start_runner(bridge)
         self._start_checkpointer()
         self._start_web(bridge)
+        for ready in self.on_ready:  # before the address: a client that finds it sees them
+            ready()
         NodeAddress(self.node_id, self.nats_url, os.getpid()).write(self.home)
         log.info(
             "node %s ready: home %s, nats %s, slots %d, projection at %d",

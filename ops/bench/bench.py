@@ -1022,6 +1022,7 @@ def main() -> int:
             "dispatch",
             "tasks",
             "rss",
+            "web",
         ],
     )
     parser.add_argument("--dispatch-tasks", type=int, default=100)
@@ -1042,6 +1043,9 @@ def main() -> int:
         "--query-load", type=int, default=500, help="tasks run while `query` asks under load"
     )
     parser.add_argument("--query-slots", type=int, default=2)
+    parser.add_argument("--web-store", type=int, default=10_000, help="tasks in the store")
+    parser.add_argument("--web-load", type=int, default=500, help="tasks run, board shut/open")
+    parser.add_argument("--web-rounds", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("ops/bench/out/results.json"))
     args = parser.parse_args()
     when = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -1069,6 +1073,13 @@ def main() -> int:
         runner_bench.bench_throughput(report, args.tasks, args.slots, args.repeat)
     if args.what in ("all", "rss"):
         runner_bench.bench_rss(report, args.rss_tasks)
+    if args.what in ("all", "web"):
+        import web_bench
+
+        web_bench.bench_web(
+            report, nats_server, _load_tasks, args.web_store, args.web_load, args.query_slots,
+            args.web_rounds,
+        )  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(RESULTS, indent=2))
     return 0
